@@ -1,0 +1,1 @@
+"""Volume inference, 3D metrics, the zero-shot baseline, reports and `fewsam predict`."""

@@ -1,0 +1,1 @@
+"""LoRA-SAM: the model, its adapters, losses and the training loop."""
