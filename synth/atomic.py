@@ -24,7 +24,9 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     final = Path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix + ".tmp", dir=final.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{final.name}.", suffix=suffix + ".tmp", dir=final.parent
+        )
     except OSError as e:
         raise InputError(final, f"cannot be written ({e.strerror or e})") from e
     os.close(fd)

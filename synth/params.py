@@ -188,7 +188,9 @@ class TrainParams:
         _check(self.lr > 0, f"{s}.lr", "must be > 0")
         _check(self.weight_decay >= 0, f"{s}.weight_decay", "must be >= 0")
         _check(
-            0 <= self.warmup_steps < self.max_steps, f"{s}.warmup_steps", "must be in [0, max_steps)"
+            0 <= self.warmup_steps < self.max_steps,
+            f"{s}.warmup_steps",
+            "must be in [0, max_steps)",
         )
         _check(self.poly_power > 0, f"{s}.poly_power", "must be > 0")
         _check(self.grad_clip >= 0, f"{s}.grad_clip", "must be >= 0")
@@ -285,7 +287,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         _check(len(value) == len(args), key, f"must have {len(args)} items, got {len(value)}")
-        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(
+            _convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
     if dataclasses.is_dataclass(tp):
         _check(isinstance(value, dict), key, "must be a mapping")
         return _build(tp, value, key)
@@ -336,7 +340,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ParamsError(f"{path}: not found (run from the project folder or pass --params)")
+        raise ParamsError(
+            f"{path}: not found (run from the project folder or pass --params)"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ParamsError(f"{path}: cannot be read ({e})") from None
     try:

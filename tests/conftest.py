@@ -27,4 +27,6 @@ def params(params_dict: dict[str, Any]) -> Params:
 
 def replace_section(params: Params, section: str, **changes: Any) -> Params:
     """`params` with some keys of one section changed."""
-    return dataclasses.replace(params, **{section: dataclasses.replace(getattr(params, section), **changes)})
+    return dataclasses.replace(
+        params, **{section: dataclasses.replace(getattr(params, section), **changes)}
+    )

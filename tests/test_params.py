@@ -1,0 +1,119 @@
+"""params.yaml -> frozen dataclasses: unknown, missing, mistyped and out-of-range keys fail by name."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from synth.errors import ParamsError
+from synth.params import Params, load_params, parse_params, to_dict
+
+
+def _with(params_dict: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(params_dict)
+    *parents, last = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return data
+
+
+def test_repository_params_load_and_are_frozen(params: Params) -> None:
+    assert params.model.arch in ("tiny", "vit_b", "vit_l", "vit_h")
+    assert isinstance(params.synth.scale, tuple)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.seed = 3  # type: ignore[misc]
+
+
+def test_round_trip_through_dict(params: Params) -> None:
+    assert parse_params(to_dict(params)) == params
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("synth.paste_prob", 1.5, "synth.paste_prob: must be in [0, 1]"),
+        ("synth.paste_unit", "blob", "synth.paste_unit: must be one of"),
+        ("train.max_steps", "ten", "train.max_steps: must be an integer"),
+        ("train.max_steps", True, "train.max_steps: must be an integer"),
+        ("lora.rank", 0, "lora.rank: must be >= 1"),
+        ("exemplars", 0, "exemplars: must be >= 1 or `all`"),
+        (
+            "exemplars",
+            "some",
+            "exemplars: must be an integer, got 'some'; or must be one of ['all']",
+        ),
+        ("synth.scale", [1.2, 0.8], "synth.scale: must be [low, high]"),
+        ("synth.scale", [1.0], "synth.scale: must have 2 items"),
+        ("model.input_size", 100, "model.input_size: must be a multiple of 16"),
+        ("dataset.brats_channels", ["flair", "dwi", "t2"], "dataset.brats_channels"),
+        ("train.warmup_steps", 10_000, "train.warmup_steps: must be in [0, max_steps)"),
+    ],
+)
+def test_bad_values_name_the_key(
+    params_dict: dict[str, Any], key: str, value: Any, message: str
+) -> None:
+    with pytest.raises(ParamsError, match="^params: " + re.escape(message)):
+        parse_params(_with(params_dict, key, value))
+
+
+def test_unknown_and_missing_keys(params_dict: dict[str, Any]) -> None:
+    data = _with(params_dict, "synth.paste_probability", 0.5)
+    with pytest.raises(ParamsError, match=r"synth\.paste_probability: unknown key"):
+        parse_params(data)
+    data = copy.deepcopy(params_dict)
+    del data["lora"]["alpha"]
+    with pytest.raises(ParamsError, match=r"lora\.alpha: missing key"):
+        parse_params(data)
+    data = copy.deepcopy(params_dict)
+    del data["evaluate"]
+    with pytest.raises(ParamsError, match=r"evaluate: missing key"):
+        parse_params(data)
+
+
+def test_all_exemplars_and_integers_accepted(params_dict: dict[str, Any]) -> None:
+    assert parse_params(_with(params_dict, "exemplars", "all")).exemplars == "all"
+    assert parse_params(_with(params_dict, "exemplars", 36)).exemplars == 36
+    assert parse_params(_with(params_dict, "model.checkpoint", None)).model.checkpoint is None
+
+
+def test_yaml_is_read_safely(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "params.yaml"
+    evil.write_text(f"!!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(evil)
+    assert not marker.exists()
+
+
+def test_cli_reports_bad_params_in_one_line(tmp_path: Path, params_dict: dict[str, Any]) -> None:
+    from fewsam.cli import app
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(_with(params_dict, "seed", -1)))
+    result = CliRunner().invoke(app, ["synth", "extract", "--params", str(bad)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [f"error: {bad}: seed: must be >= 0"]
+
+
+def test_missing_params_file(tmp_path: Path) -> None:
+    from fewsam.cli import app
+
+    result = CliRunner().invoke(app, ["synth", "extract", "--params", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "nope.yaml: not found" in result.output
+
+
+def test_section_hash_is_stable_and_sensitive(params: Params) -> None:
+    other = dataclasses.replace(params, seed=params.seed + 1)
+    assert params.section_hash("synth") == other.section_hash("synth")
+    assert params.section_hash("seed", "synth") != other.section_hash("seed", "synth")
