@@ -65,7 +65,11 @@ def union_box(pred: np.ndarray, gt: np.ndarray, margin: int = 1) -> tuple[slice,
     for axis in range(any_mask.ndim):
         others = tuple(a for a in range(any_mask.ndim) if a != axis)
         hits = np.flatnonzero(any_mask.any(axis=others))
-        box.append(slice(max(hits[0] - margin, 0), min(hits[-1] + 1 + margin, any_mask.shape[axis])))
+        box.append(
+            slice(
+                max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, any_mask.shape[axis])
+            )
+        )
     return tuple(box)
 
 
@@ -94,9 +98,7 @@ def surface_distances(
     return to_gt, to_pred
 
 
-def hd95(
-    pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[float] | None = None
-) -> float:
+def hd95(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[float] | None = None) -> float:
     """95th-percentile symmetric Hausdorff distance of two non-empty boolean masks.
 
     spacing: voxel size per axis (one value per array axis, or a single value for all), e.g. the

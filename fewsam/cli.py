@@ -13,6 +13,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(synth_app, name="synth")
 app.add_typer(train.cli.app, name="train")
 app.add_typer(evaluate.cli.app, name="evaluate")
+app.command("predict")(evaluate.cli.predict)
 
 
 def main() -> None:

@@ -13,6 +13,13 @@ from typing import Any
 from synth.errors import InputError
 
 
+def plain_mode(directory: bool) -> int:
+    """The mode `open()`/`mkdir()` would give under the current umask (mkstemp/mkdtemp use 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it onto `final` when the block succeeds.
@@ -31,6 +38,8 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
         raise InputError(final, f"cannot be written ({e.strerror or e})") from e
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600 files; give the final file the permissions a plain open() would.
+    os.chmod(tmp_path, plain_mode(directory=False))
     try:
         yield tmp_path
         os.replace(tmp_path, final)

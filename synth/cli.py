@@ -47,3 +47,49 @@ def synth_extract(
     from synth import exemplars
 
     exemplars.run(read_params(params), out, csv)
+
+
+@app.command("run")
+@expected_errors
+def synth_run(
+    params: Path = PARAMS_OPTION,
+    exemplars: Path = typer.Option(Path("data/exemplars.h5"), help="Exemplars HDF5 (stage 1)."),
+    out: Path = typer.Option(Path("data/synthetic.h5"), help="Synthetic set HDF5."),
+) -> None:
+    """Stage 2: synthesize the labeled training set from the exemplars."""
+    from synth import synthesize
+
+    synthesize.run(read_params(params), exemplars, out)
+
+
+@app.command("preview")
+@expected_errors
+def synth_preview(
+    params: Path = PARAMS_OPTION,
+    n: int = typer.Option(16, "--n", min=1, help="Number of samples shown."),
+    out: Path = typer.Option(Path("reports/synth_preview.png"), help="PNG to write."),
+    seed: int | None = typer.Option(
+        None, help="Show n samples drawn with this seed instead of the first n."
+    ),
+    synthetic: Path = typer.Option(
+        Path("data/synthetic.h5"), help="Synthetic set; synthesized on the fly when missing."
+    ),
+    exemplars: Path = typer.Option(Path("data/exemplars.h5"), help="Exemplars HDF5."),
+) -> None:
+    """Render synthetic samples next to their exemplars, labels overlaid, as a PNG grid."""
+    from synth import preview
+
+    written = preview.run(read_params(params), exemplars, synthetic, out, n, seed)
+    typer.echo(f"wrote {written}")
+
+
+@app.command("stats")
+@expected_errors
+def synth_stats(
+    exemplars: Path = typer.Option(Path("data/exemplars.h5"), help="Exemplars HDF5."),
+    synthetic: Path = typer.Option(Path("data/synthetic.h5"), help="Synthetic set HDF5."),
+) -> None:
+    """Per class: slices and pixels carrying it, in the exemplars and in the synthetic set."""
+    from synth import stats
+
+    typer.echo(stats.run(exemplars, synthetic))

@@ -116,6 +116,7 @@ class SynthParams:
     paste_prob: float
     paste_unit: Literal["class", "component"]
     paste_background: Literal["pool", "self"]
+    paste_shift: float
     paste_feather: float
 
     def __post_init__(self) -> None:
@@ -125,6 +126,7 @@ class SynthParams:
         _check(self.workers >= 1, f"{s}.workers", "must be >= 1")
         _prob(s, self, "affine_prob", "hflip_prob", "vflip_prob", "elastic_prob", "gamma_prob")
         _prob(s, self, "brightness_contrast_prob", "noise_prob", "blur_prob", "paste_prob")
+        _check(0 <= self.paste_shift <= 1, f"{s}.paste_shift", "must be in [0, 1]")
         _check(0 <= self.rotate_deg <= 180, f"{s}.rotate_deg", "must be in [0, 180]")
         _check(0 <= self.shear_deg <= 45, f"{s}.shear_deg", "must be in [0, 45]")
         _check(0 <= self.translate <= 0.5, f"{s}.translate", "must be in [0, 0.5]")
@@ -227,6 +229,52 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class PretrainParams:
+    steps: int
+    minutes: float
+    batch_size: int
+    instances: int
+    corrective_rounds: int
+    box_prob: float
+    multi_point_prob: float
+    max_points: int
+    box_jitter: float
+    min_area: int
+    loss_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    grad_clip: float
+    focal_weight: float
+    dice_weight: float
+    iou_weight: float
+    eval_images: int
+    eval_every: int
+    save_every: int
+    threads: int
+
+    def __post_init__(self) -> None:
+        s = "pretrain"
+        for name in ("steps", "batch_size", "instances", "max_points", "eval_images"):
+            _check(getattr(self, name) >= 1, f"{s}.{name}", "must be >= 1")
+        _check(self.save_every >= 1, f"{s}.save_every", "must be >= 1")
+        _check(1 <= self.threads <= 256, f"{s}.threads", "must be in [1, 256]")
+        _check(self.minutes >= 0, f"{s}.minutes", "must be >= 0")
+        _check(0 <= self.corrective_rounds <= 16, f"{s}.corrective_rounds", "must be in [0, 16]")
+        _prob(s, self, "box_prob", "multi_point_prob", "box_jitter")
+        _check(self.box_prob + self.multi_point_prob <= 1, s, "box_prob + multi_point_prob > 1")
+        _check(self.min_area >= 1, f"{s}.min_area", "must be >= 1")
+        _check(self.loss_size in (64, 128, 256), f"{s}.loss_size", "must be 64, 128 or 256")
+        _check(self.lr > 0, f"{s}.lr", "must be > 0")
+        _check(self.weight_decay >= 0, f"{s}.weight_decay", "must be >= 0")
+        _check(0 <= self.warmup_steps < self.steps, f"{s}.warmup_steps", "must be in [0, steps)")
+        _check(self.grad_clip >= 0, f"{s}.grad_clip", "must be >= 0")
+        for name in ("focal_weight", "dice_weight", "iou_weight"):
+            _check(getattr(self, name) >= 0, f"{s}.{name}", "must be >= 0")
+        _check(self.eval_every >= 0, f"{s}.eval_every", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class Params:
     exemplars: int | Literal["all"]
     seed: int
@@ -238,6 +286,7 @@ class Params:
     train: TrainParams
     loss: LossParams
     evaluate: EvaluateParams
+    pretrain: PretrainParams
 
     def __post_init__(self) -> None:
         if self.exemplars != "all":

@@ -1,0 +1,243 @@
+"""`fewsam predict`: segment new scans (no labels) with a trained adapter.
+
+Inputs, checked against the adapter's channels (`config.json` "channels", e.g. ["CT"] or
+["flair", "t1ce", "t2"]) before anything is computed:
+
+- one NIfTI file: 3D for a one-channel adapter, or 4D with the adapter's channels on the last
+  axis, in the adapter's order;
+- a case folder with one file per channel: `<case>_<channel>.nii.gz` (BraTS: `_flair`, `_t1ce`,
+  ...), `<channel>.nii.gz`, or nnU-Net's `<case>_0000.nii.gz`, `<case>_0001.nii.gz`, ...; other
+  files beside them (`_seg`, unused modalities) are ignored;
+- a folder of such inputs, searched recursively.
+
+Preprocessing is the adapter's own (its config's "dataset" entry): channels named CT are
+windowed (`window`), others scaled between percentiles of their nonzero voxels (`percentiles`);
+slices resized to `slice_size` when it is not 0. The label map comes back on the input's grid and
+is written with the input's affine and header (data type uint8). Each output is written
+atomically, so an interrupted run leaves finished outputs whole and the others absent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from evaluate.inference import predict_volume
+from evaluate.reports import write_nifti
+from synth.datasets.base import ct_window, percentile_normalize, resize_volume
+from synth.datasets.nifti_io import check_same_grid, read_image
+from synth.errors import InputError
+from synth.params import Params
+from synth.progress import make_progress
+from synth.volume import Volume, to_zyx
+from train.adapter_io import load_adapter, read_adapter_config
+from train.run import pick_device
+
+_NII = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$")
+_INDEX = re.compile(r"^\d{4}$")  # nnU-Net channel suffix
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One input volume: a single (3D or 4D) file, or one 3D file per adapter channel."""
+
+    name: str  # output file stem
+    files: tuple[Path, ...]
+
+
+def _stem(path: Path) -> str | None:
+    m = _NII.match(path.name)
+    return m.group("stem") if m and not path.name.startswith(".") else None
+
+
+def _channel_of(stem: str, channels: Sequence[str]) -> tuple[str, int] | None:
+    """(case, channel index) when `stem` names a channel file, else None."""
+    lowered = [c.lower() for c in channels]
+    prefix, _, suffix = stem.rpartition("_")
+    if prefix and suffix.lower() in lowered:
+        return prefix, lowered.index(suffix.lower())
+    if prefix and _INDEX.match(suffix):
+        return prefix, int(suffix)
+    if stem.lower() in lowered:
+        return "", lowered.index(stem.lower())
+    return None
+
+
+def find_scans(input_path: Path, channels: Sequence[str]) -> list[Scan]:
+    """The scans under `input_path` (a file, a case folder, or a folder of either)."""
+    if input_path.is_file():
+        stem = _stem(input_path)
+        if stem is None:
+            raise InputError(input_path, "not a NIfTI file (.nii or .nii.gz)")
+        return [Scan(stem, (input_path,))]
+    if not input_path.is_dir():
+        raise InputError(input_path, "input not found")
+    files = sorted(p for p in input_path.rglob("*") if p.is_file() and _stem(p) is not None)
+    if not files:
+        raise InputError(input_path, "no .nii or .nii.gz file in this folder")
+    groups: dict[tuple[Path, str], dict[int, Path]] = {}
+    loose: list[Path] = []
+    for path in files:
+        found = _channel_of(_stem(path) or "", channels) if len(channels) > 1 else None
+        if found is None:
+            loose.append(path)
+            continue
+        case, index = found
+        if index >= len(channels):
+            raise InputError(
+                path,
+                f"channel {index} but the adapter takes {len(channels)} ({', '.join(channels)})",
+            )
+        groups.setdefault((path.parent, case or path.parent.name), {})[index] = path
+    scans = []
+    for (folder, case), by_index in sorted(groups.items()):
+        missing = [c for i, c in enumerate(channels) if i not in by_index]
+        if missing:
+            raise InputError(
+                folder,
+                f"case {case} lacks the {', '.join(missing)} file(s) the adapter needs "
+                f"(expected {case}_<channel>.nii.gz for {', '.join(channels)})",
+            )
+        scans.append(Scan(case, tuple(by_index[i] for i in range(len(channels)))))
+    grouped_folders = {folder for folder, _ in groups}
+    for path in loose:
+        if path.parent in grouped_folders:
+            continue  # segmentations or unused modalities beside a case's channel files
+        stem = _stem(path) or path.name
+        prefix, _, suffix = stem.rpartition("_")
+        scans.append(Scan(prefix if prefix and _INDEX.match(suffix) else stem, (path,)))
+    names = [s.name for s in scans]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(input_path, f"several inputs would be written as {dupes[0]}.nii.gz")
+    return scans
+
+
+def channel_count(scan: Scan) -> int:
+    """How many channels `scan` holds, from the headers only (no voxel data read)."""
+    if len(scan.files) > 1:
+        return len(scan.files)
+    path = scan.files[0]
+    try:
+        shape = nib.load(path).shape
+    except Exception as e:  # nibabel raises many types on foreign or damaged files
+        raise InputError(path, f"not a readable NIfTI file ({e})") from None
+    dims = list(shape)
+    while len(dims) > 3 and dims[-1] == 1:
+        dims.pop()
+    if len(dims) == 3:
+        return 1
+    if len(dims) == 4:
+        return dims[3]
+    raise InputError(path, f"{len(dims)}D image ({'x'.join(map(str, shape))}): expected 3D or 4D")
+
+
+def check_channels(scan: Scan, channels: Sequence[str]) -> None:
+    """InputError when `scan` does not hold exactly the adapter's channels."""
+    n = channel_count(scan)
+    if n == len(channels):
+        return
+    want = f"{len(channels)} channel{'s' if len(channels) > 1 else ''} ({', '.join(channels)})"
+    how = (
+        "a 3D NIfTI"
+        if len(channels) == 1
+        else "a 4D NIfTI with the channels in this order, or a case folder with "
+        + ", ".join(f"<case>_{c}.nii.gz" for c in channels)
+    )
+    raise InputError(scan.files[0], f"has {n} channel(s) but the adapter takes {want}: pass {how}")
+
+
+def _read_4d(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """I x J x K x C float32 data of a 4D NIfTI (checked finite) and its image."""
+    try:
+        img = nib.load(path)
+        data = img.get_fdata(dtype=np.float32)
+    except Exception as e:  # truncated gzip, short reads, bad headers
+        raise InputError(path, f"unreadable or truncated NIfTI ({e})") from None
+    data = data.reshape(data.shape[:4])
+    if not np.isfinite(data).all():
+        raise InputError(path, "NaN or inf voxels")
+    return data, img
+
+
+def read_scan(scan: Scan, channels: Sequence[str], dataset: dict[str, Any]) -> Volume:
+    """Read and normalize `scan` as training did: C x Z x H x W in [0, 1] on the input's grid."""
+    window = [float(v) for v in dataset["window"]]
+    percentiles = [float(v) for v in dataset["percentiles"]]
+    if len(scan.files) == 1 and channel_count(scan) > 1:
+        data, img = _read_4d(scan.files[0])
+        raw = [to_zyx(data[..., c]) for c in range(data.shape[3])]
+        affine, header = np.asarray(img.affine, np.float64), img.header
+        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    else:
+        vols = [read_image(p) for p in scan.files]
+        for other in vols[1:]:
+            check_same_grid(vols[0], other)
+        raw = [to_zyx(v.data) for v in vols]
+        affine, header, zooms = vols[0].affine, vols[0].header, vols[0].zooms
+    normalized = []
+    for i, (x, name) in enumerate(zip(raw, channels, strict=True)):
+        source = scan.files[i] if len(scan.files) > 1 else scan.files[0]
+        if name.upper() == "CT":
+            normalized.append(ct_window(x, (window[0], window[1])))
+        else:
+            normalized.append(percentile_normalize(x, (percentiles[0], percentiles[1]), source))
+    image = np.stack(normalized)
+    spacing = (zooms[2], zooms[1], zooms[0])
+    return Volume(scan.name, image, None, affine, spacing, scan.files[0], header)
+
+
+def output_paths(scans: list[Scan], output: Path) -> list[Path]:
+    """Where each scan's label map goes: `output` itself when it names a NIfTI file."""
+    if _stem(output) is not None:
+        if len(scans) != 1:
+            raise InputError(
+                output, f"the input holds {len(scans)} scans: give a folder as --output"
+            )
+        return [output]
+    return [output / f"{s.name}.nii.gz" for s in scans]
+
+
+def run(
+    params: Params,
+    adapter: Path,
+    input_path: Path,
+    output: Path,
+    checkpoint: str | None = None,
+) -> list[Path]:
+    """Segment every scan of `input_path`; returns the files written, in order."""
+    config = read_adapter_config(adapter)
+    channels = tuple(config["channels"])
+    scans = find_scans(input_path, channels)
+    for scan in scans:  # refuse before computing anything
+        check_channels(scan, channels)
+    targets = output_paths(scans, output)
+    sources = {p.resolve() for s in scans for p in s.files}
+    for target in targets:
+        if target.resolve() in sources:
+            raise InputError(target, "output would overwrite an input scan")
+    model, config = load_adapter(adapter, checkpoint)
+    model = model.to(pick_device(params.train.device))
+    size = int(config["dataset"]["slice_size"])
+    written = []
+    with make_progress() as progress:
+        for scan, target in zip(scans, targets, strict=True):
+            volume = read_scan(scan, channels, config["dataset"])
+            _, z, h, w = volume.image.shape
+            task = progress.add_task(scan.name, total=z)
+            label = predict_volume(
+                model,
+                resize_volume(volume, size).image,
+                params.evaluate.batch_size,
+                out_hw=(h, w),
+                on_batch=lambda n, task=task: progress.advance(task, n),
+            )
+            write_nifti(target, label, volume.affine, volume.header)
+            written.append(target)
+    return written

@@ -1,0 +1,196 @@
+"""What evaluation writes: metrics JSON, per-case and per-class CSVs, overlays, NIfTI predictions.
+
+Every file is written atomically (complete under its final name, or absent). The JSON and CSV
+writers are deterministic: the same scores give the same bytes.
+
+Methods are named `prompt_free` and `prompted` (the adapted model) and `zero_shot` (base SAM).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+from evaluate.protocols import ClassScore, Summary  # noqa: E402
+from synth.atomic import atomic_path, write_json, write_text  # noqa: E402
+from synth.volume import from_zyx  # noqa: E402
+
+ADAPTED = ("prompt_free", "prompted")
+METHOD_TITLES = {
+    "prompt_free": "adapted, prompt-free",
+    "prompted": "adapted, prompted",
+    "zero_shot": "zero-shot SAM",
+}
+
+
+def _number(value: float | None) -> float | None:
+    """Rounded for stable, readable files; None stays None (JSON null, empty CSV cell)."""
+    return None if value is None or math.isnan(value) else round(float(value), 6)
+
+
+def summary_dict(summary: Summary, classes: Sequence[str]) -> dict[str, Any]:
+    """One method's block of metrics.json."""
+    return {
+        "dice": _number(summary.dice),
+        "hd95": _number(summary.hd95),
+        "per_class": {
+            name: {"dice": _number(d), "hd95": _number(h)}
+            for name, d, h in zip(classes, summary.class_dice, summary.class_hd95, strict=True)
+        },
+        "pairs": dict(summary.counts),
+    }
+
+
+def metrics_dict(
+    protocol: str, classes: Sequence[str], cases: int, summaries: Mapping[str, Summary]
+) -> dict[str, Any]:
+    """metrics.json: the protocol, then `adapted.{prompt_free,prompted}` and `zero_shot` blocks.
+
+    `pairs` counts (case, class) pairs by outcome: `both` non-empty, `gt_only` (missed),
+    `pred_only` (hallucinated), `both_empty` (excluded from the means under `strict`).
+    """
+    out: dict[str, Any] = {
+        "protocol": protocol,
+        "hd95_unit": "voxel" if protocol == "transunet" else "mm",
+        "cases": cases,
+        "adapted": {m: summary_dict(summaries[m], classes) for m in ADAPTED if m in summaries},
+    }
+    if "zero_shot" in summaries:
+        out["zero_shot"] = summary_dict(summaries["zero_shot"], classes)
+    return out
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    write_json(path, metrics)  # sorted keys, as DVC diffs expect
+
+
+def _csv_text(fields: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in fields})
+    return buffer.getvalue()
+
+
+def write_per_case(
+    path: Path, results: Mapping[str, Mapping[str, list[ClassScore]]], classes: Sequence[str]
+) -> None:
+    """per_case.csv, one row per (case, method, class): outcome, dice, hd95 (empty = excluded).
+
+    results: method -> case -> the case's class scores.
+    """
+    rows = []
+    for method, by_case in results.items():
+        for case, scores in by_case.items():
+            for s in scores:
+                rows.append(
+                    {
+                        "case": case,
+                        "method": method,
+                        "class": classes[s.label - 1],
+                        "outcome": s.outcome,
+                        "dice": _number(s.dice),
+                        "hd95": _number(s.hd95),
+                    }
+                )
+    write_text(path, _csv_text(("case", "method", "class", "outcome", "dice", "hd95"), rows))
+
+
+def write_per_class(path: Path, summaries: Mapping[str, Summary], classes: Sequence[str]) -> None:
+    """per_class.csv in long format (class, method, dice, hd95), the data of the DVC bar plot."""
+    rows = [
+        {"class": name, "method": method, "dice": _number(d), "hd95": _number(h)}
+        for method, s in summaries.items()
+        for name, d, h in zip(classes, s.class_dice, s.class_hd95, strict=True)
+    ]
+    write_text(path, _csv_text(("class", "method", "dice", "hd95"), rows))
+
+
+def overlay_slices(label: np.ndarray, count: int) -> list[int]:
+    """`count` slice indices spread evenly over the labeled range of Z x H x W `label`."""
+    labeled = np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
+    if count == 0 or labeled.size == 0:
+        return []
+    picks = np.linspace(labeled[0], labeled[-1], count + 2)[1:-1]  # inner points: no edge slices
+    return sorted({int(round(p)) for p in picks})
+
+
+def label_colormap(num_classes: int) -> ListedColormap:
+    """Transparent background, then one colour per class (tab10 without its grey, cycled)."""
+    tab = plt.get_cmap("tab10")
+    palette = [tab(i)[:3] for i in range(10) if i != 7]  # grey would vanish on a CT slice
+    colors = [(0.0, 0.0, 0.0, 0.0)] + [(*palette[i % 9], 0.55) for i in range(num_classes)]
+    return ListedColormap(colors)
+
+
+def write_overlay(
+    path: Path,
+    image: np.ndarray,
+    panels: Mapping[str, np.ndarray],
+    classes: Sequence[str],
+    title: str,
+) -> None:
+    """PNG: the slice, then one panel per label map (ground truth, predictions) over it.
+
+    image: H x W float in [0, 1] (first channel); panels: title -> H x W uint8 label map.
+    """
+    cmap = label_colormap(len(classes))
+    n = 1 + len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 3.0), dpi=100)
+    axes[0].imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    axes[0].set_title("image", fontsize=9)
+    for ax, (name, label) in zip(axes[1:], panels.items(), strict=True):
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(label, cmap=cmap, vmin=0, vmax=len(classes), interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i + 1)[:3]) for i in range(len(classes))]
+    fig.legend(handles, classes, loc="lower center", ncol=min(len(classes), 8), fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def nifti_bytes(
+    label_zyx: np.ndarray, affine: np.ndarray, header: object | None, compress: bool
+) -> bytes:
+    """A label map as NIfTI-1 file bytes with the source affine and header.
+
+    label_zyx: Z x H x W uint8 in the `synth.volume` convention (written back as I x J x K).
+    The header keeps the source geometry (qform/sform and their codes, units, description); its
+    data type becomes uint8, intensity scaling and display range are cleared.
+    """
+    hdr = nib.Nifti1Header.from_header(header) if isinstance(header, nib.Nifti1Header) else None
+    img = nib.Nifti1Image(from_zyx(label_zyx.astype(np.uint8, copy=False)), affine, hdr)
+    img.set_data_dtype(np.uint8)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header["cal_min"] = 0.0
+    img.header["cal_max"] = 0.0
+    raw = img.to_bytes()
+    return gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw
+
+
+def write_nifti(
+    path: Path, label_zyx: np.ndarray, affine: np.ndarray, header: object | None
+) -> None:
+    """Write a Z x H x W label map to `path` (.nii or .nii.gz) atomically."""
+    data = nifti_bytes(label_zyx, affine, header, compress=path.name.endswith(".gz"))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

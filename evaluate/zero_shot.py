@@ -1,0 +1,122 @@
+"""Zero-shot SAM baseline: the base model, no adapters, one point per present class and slice.
+
+For each axial slice and each class present in the ground truth, one positive point at the most
+interior pixel of the class (the maximum of its distance transform, the image edge counting as
+outside) goes to SAM's prompt encoder; SAM predicts three masks (multimask output) and the one
+with the best predicted IoU is kept. The class masks of a slice are assembled into one label map;
+where masks overlap, the class whose mask has the higher predicted IoU wins. A slice with no
+class in the ground truth is not prompted and predicted as background, so its encoder pass is
+skipped. The image embedding is computed once per slice (slices batched through the encoder) and
+reused for every class of that slice.
+
+SAM's parts are called directly under `torch.no_grad()`; the input preparation (channels, resize
+to the model's square input, [0, 1] -> SAM's normalization) is the one the adapted model uses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+from segment_anything.modeling import Sam
+
+from evaluate.inference import slice_batches
+from train.inputs import to_sam_input
+from train.prompts import scale_points
+
+
+def interior_point(mask: np.ndarray) -> tuple[int, int]:
+    """(row, col) of the pixel of H x W boolean `mask` farthest from its outside.
+
+    Pixels beyond the image edge count as outside, so a class cut by the edge is not prompted on
+    the edge. Ties go to the first pixel in row-major order. The mask must be non-empty.
+    """
+    assert mask.any(), "interior_point of an empty mask"
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    row, col = np.unravel_index(int(np.argmax(distance)), mask.shape)
+    return int(row), int(col)
+
+
+def interior_points(label: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One point per class present in H x W `label` (ids 0..num_classes).
+
+    Returns points P x 2 float32 (x, y) at pixel centres (column + 0.5, row + 0.5), the
+    convention of `train.prompts`, and classes P int64 in ascending order.
+    """
+    points, classes = [], []
+    for cls in range(1, num_classes + 1):
+        mask = label == cls
+        if mask.any():
+            row, col = interior_point(mask)
+            points.append((col + 0.5, row + 0.5))
+            classes.append(cls)
+    return np.asarray(points, np.float32).reshape(-1, 2), np.asarray(classes, np.int64)
+
+
+def assemble(masks: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """One H x W uint8 label map from K binary class masks.
+
+    masks: K x H x W bool; scores: K predicted IoUs; classes: K class ids. Each pixel takes the
+    class of the highest-scoring mask covering it (the first such class on equal scores), 0 where
+    no mask does.
+    """
+    if len(classes) == 0:
+        return np.zeros(masks.shape[1:], np.uint8)
+    ranked = np.where(masks, scores[:, None, None], -np.inf)
+    best = np.argmax(ranked, axis=0)
+    out = np.asarray(classes, np.uint8)[best]
+    out[~masks.any(axis=0)] = 0
+    return out
+
+
+@torch.no_grad()
+def _segment_slice(
+    sam: Sam, embedding: torch.Tensor, label: np.ndarray, num_classes: int, size: int
+) -> np.ndarray:
+    """H x W uint8 prediction for one slice from its 1 x D x g x g image embedding."""
+    points, classes = interior_points(label, num_classes)
+    h, w = label.shape
+    if len(classes) == 0:
+        return np.zeros((h, w), np.uint8)
+    device = embedding.device
+    # train.prompts puts pixel centres at half-integers; SAM's prompt encoder adds 0.5 itself.
+    coords = torch.as_tensor(scale_points(points, (h, w), size) - 0.5, device=device)[:, None]
+    ones = torch.ones((len(classes), 1), dtype=torch.int64, device=device)
+    sparse, dense = sam.prompt_encoder(points=(coords, ones), boxes=None, masks=None)
+    low_res, iou = sam.mask_decoder(
+        image_embeddings=embedding,
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=True,
+    )
+    best = iou.argmax(dim=1)
+    rows = torch.arange(len(classes), device=device)
+    logits = low_res[rows, best][:, None]  # K x 1 x h' x w'
+    logits = sam.postprocess_masks(logits, (size, size), (h, w))[:, 0]
+    masks = (logits > sam.mask_threshold).cpu().numpy()
+    return assemble(masks, iou[rows, best].float().cpu().numpy(), classes)
+
+
+@torch.no_grad()
+def zero_shot_volume(
+    sam: Sam, image: np.ndarray, label: np.ndarray, num_classes: int, batch_size: int
+) -> np.ndarray:
+    """Zero-shot label map of one volume.
+
+    image: C x Z x H x W float32 in [0, 1] (C = 1 or 3); label: Z x H x W uint8 ground truth
+    (ids 0..num_classes), used only to place the prompts. Returns Z x H x W uint8.
+    """
+    _, z, h, w = image.shape
+    size = sam.image_encoder.img_size
+    device = next(sam.parameters()).device
+    out = np.zeros((z, h, w), np.uint8)
+    prompted = [i for i in range(z) if label[i].any()]
+    for batch in slice_batches(len(prompted), batch_size):
+        index = [prompted[i] for i in batch]
+        slices = np.moveaxis(image[:, index], 1, 0)  # N x C x H x W
+        x = to_sam_input(torch.from_numpy(slices), size).to(device)
+        embeddings = sam.image_encoder(sam.preprocess(x * 255.0))
+        for j, zi in enumerate(index):
+            out[zi] = _segment_slice(sam, embeddings[j : j + 1], label[zi], num_classes, size)
+    return out

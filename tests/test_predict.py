@@ -1,0 +1,172 @@
+"""`fewsam predict`: geometry kept, the adapter's preprocessing, inputs that do not fit refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from evaluate.predict import Scan, find_scans, read_scan
+from fewsam.cli import app
+from synth.params import LoraParams, ModelParams, parse_params, to_dict
+from train.adapter_io import save_adapter
+from train.model import build_fewsam
+
+# Oblique, anisotropic, translated: any axis mix-up in reading or writing changes it.
+AFFINE = np.array(
+    [[0.0, -0.75, 0.1, 120.0], [0.8, 0.0, 0.0, -64.0], [0.0, 0.05, 3.0, 18.0], [0, 0, 0, 1]]
+)
+SHAPE = (36, 28, 5)  # I x J x K: W = 36, H = 28, Z = 5
+MR = ["flair", "t1ce", "t2"]
+
+
+@pytest.fixture
+def params_file(tmp_path: Path, params_dict: dict[str, Any]) -> Path:
+    data = json.loads(json.dumps(params_dict))
+    data["model"].update(arch="tiny", checkpoint=None, input_size=64)
+    data["train"].update(device="cpu")
+    data["evaluate"].update(batch_size=2)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def make_adapter(folder: Path, params_file: Path, channels: list[str], slice_size: int) -> Path:
+    data = yaml.safe_load(params_file.read_text())
+    data["dataset"]["slice_size"] = slice_size
+    params = parse_params(data)
+    torch.manual_seed(0)
+    model = build_fewsam(ModelParams("tiny", None, 64), LoraParams(2, 2.0, 0.0, True, True), 2)
+    config = {"classes": ["a", "b"], "channels": channels, "dataset": to_dict(params.dataset)}
+    save_adapter(model, folder, config)
+    return folder
+
+
+def write_scan(path: Path, shape: tuple[int, ...] = SHAPE, seed: int = 0) -> nib.Nifti1Image:
+    data = np.random.default_rng(seed).normal(40.0, 80.0, shape).astype(np.float32)
+    img = nib.Nifti1Image(data, AFFINE)
+    img.header.set_qform(AFFINE, code=1)
+    img.header.set_sform(AFFINE, code=2)
+    img.header["descrip"] = b"test scan"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, path)
+    return img
+
+
+def predict(*args: str) -> Any:
+    return CliRunner().invoke(app, ["predict", *args])
+
+
+@pytest.mark.parametrize("slice_size", [0, 32])
+def test_predict_keeps_affine_header_and_shape(
+    tmp_path: Path, params_file: Path, slice_size: int
+) -> None:
+    adapter = make_adapter(tmp_path / "adapter", params_file, ["CT"], slice_size)
+    write_scan(tmp_path / "scan.nii.gz")
+    out = tmp_path / "out" / "seg.nii.gz"
+    result = predict("--adapter", str(adapter), "-i", str(tmp_path / "scan.nii.gz"),
+                     "-o", str(out), "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    seg = nib.load(out)
+    assert seg.shape == SHAPE
+    assert np.allclose(seg.affine, AFFINE)
+    assert seg.header.get_qform(coded=True)[1] == 1 and seg.header.get_sform(coded=True)[1] == 2
+    assert seg.header["descrip"].tobytes().startswith(b"test scan")
+    assert seg.get_data_dtype() == np.uint8
+    assert np.asarray(seg.dataobj).max() <= 2
+    assert sorted(p.name for p in out.parent.iterdir()) == ["seg.nii.gz"]  # no temp file left
+
+
+def test_predict_folder_of_scans(tmp_path: Path, params_file: Path) -> None:
+    adapter = make_adapter(tmp_path / "adapter", params_file, ["CT"], 0)
+    write_scan(tmp_path / "in" / "one.nii.gz", seed=1)
+    write_scan(tmp_path / "in" / "two_0000.nii", shape=(20, 24, 3), seed=2)  # nnU-Net name
+    result = predict("--adapter", str(adapter), "-i", str(tmp_path / "in"),
+                     "-o", str(tmp_path / "out"), "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one.nii.gz", "two.nii.gz"]
+    assert nib.load(tmp_path / "out" / "two.nii.gz").shape == (20, 24, 3)
+
+
+def test_predict_multichannel_case_folder_and_4d(tmp_path: Path, params_file: Path) -> None:
+    adapter = make_adapter(tmp_path / "adapter", params_file, MR, 0)
+    case = tmp_path / "Brats18_X_1"
+    for i, modality in enumerate(["flair", "t1", "t1ce", "t2", "seg"]):
+        write_scan(case / f"Brats18_X_1_{modality}.nii.gz", seed=i)
+    result = predict("--adapter", str(adapter), "-i", str(case), "-o", str(tmp_path / "out"),
+                     "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert nib.load(tmp_path / "out" / "Brats18_X_1.nii.gz").shape == SHAPE
+
+    stacked = np.stack(
+        [np.asarray(nib.load(case / f"Brats18_X_1_{m}.nii.gz").dataobj) for m in MR], -1
+    )
+    nib.save(nib.Nifti1Image(stacked, AFFINE), tmp_path / "four_d.nii.gz")
+    result = predict("--adapter", str(adapter), "-i", str(tmp_path / "four_d.nii.gz"),
+                     "-o", str(tmp_path / "four_d_seg.nii.gz"), "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    seg = nib.load(tmp_path / "four_d_seg.nii.gz")
+    assert seg.shape == SHAPE and np.allclose(seg.affine, AFFINE)
+    # The 4D file and the case folder are the same scan: the same label map.
+    first = np.asarray(nib.load(tmp_path / "out" / "Brats18_X_1.nii.gz").dataobj)
+    assert np.array_equal(np.asarray(seg.dataobj), first)
+
+
+def test_case_folder_channels_in_adapter_order(tmp_path: Path) -> None:
+    for i, m in enumerate(["t2", "flair", "seg", "t1ce"]):
+        write_scan(tmp_path / "c" / f"c_{m}.nii.gz", seed=i)
+    (scan,) = find_scans(tmp_path / "c", MR)
+    assert scan.name == "c"
+    assert [p.name for p in scan.files] == ["c_flair.nii.gz", "c_t1ce.nii.gz", "c_t2.nii.gz"]
+
+
+def test_ct_window_from_the_adapter_config(tmp_path: Path) -> None:
+    data = np.full(SHAPE, -125.0, np.float32)
+    data[..., 2] = 275.0
+    data[..., 3] = 75.0
+    nib.save(nib.Nifti1Image(data, AFFINE), tmp_path / "ct.nii.gz")
+    config = {"window": [-125.0, 275.0], "percentiles": [0.5, 99.5]}
+    volume = read_scan(Scan("ct", (tmp_path / "ct.nii.gz",)), ["CT"], config)
+    assert volume.image.shape == (1, 5, 28, 36)  # C x Z x H x W
+    assert volume.image[0, :, 0, 0].tolist() == [0.0, 0.0, 1.0, 0.5, 0.0]
+    assert volume.spacing == pytest.approx(
+        nib.load(tmp_path / "ct.nii.gz").header.get_zooms()[::-1]
+    )
+
+
+def test_wrong_channel_count_refused(tmp_path: Path, params_file: Path) -> None:
+    ct = make_adapter(tmp_path / "ct_adapter", params_file, ["CT"], 0)
+    write_scan(tmp_path / "mri4d.nii.gz", shape=(*SHAPE, 3))
+    out = tmp_path / "seg.nii.gz"
+    result = predict("--adapter", str(ct), "-i", str(tmp_path / "mri4d.nii.gz"), "-o", str(out),
+                     "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 2
+    message = result.output.strip()
+    assert len(message.splitlines()) == 1
+    assert "3 channel(s)" in message and "CT" in message
+    assert not out.exists()
+
+    mr = make_adapter(tmp_path / "mr_adapter", params_file, MR, 0)
+    write_scan(tmp_path / "flair_only.nii.gz")
+    result = predict("--adapter", str(mr), "-i", str(tmp_path / "flair_only.nii.gz"), "-o",
+                     str(out), "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 2
+    assert "flair, t1ce, t2" in result.output and not out.exists()
+
+
+def test_case_folder_missing_a_modality_refused(tmp_path: Path, params_file: Path) -> None:
+    mr = make_adapter(tmp_path / "adapter", params_file, MR, 0)
+    for m in ["flair", "t2"]:
+        write_scan(tmp_path / "case" / f"case_{m}.nii.gz")
+    result = predict("--adapter", str(mr), "-i", str(tmp_path / "case"), "-o",
+                     str(tmp_path / "out"), "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 2
+    assert "t1ce" in result.output
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,159 @@
+"""A trained adapter on disk: `adapter.safetensors` (only the trained tensors) + `config.json`.
+
+config.json carries what rebuilds the model (arch, input size, classes, LoRA settings) and which
+base weights the adapter was trained on (path and SHA-256). An adapter is meaningless on other
+base weights, so loading it on a base whose SHA-256 differs is an error, not a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from synth.atomic import plain_mode
+from synth.errors import InputError, ParamsError
+from synth.params import LoraParams, ModelParams
+from train.checkpoint import sha256_file
+from train.model import FewSam, build_fewsam, trainable_state_dict, unwrap
+
+ADAPTER_FILE = "adapter.safetensors"
+CONFIG_FILE = "config.json"
+KIND = "fewsam-adapter"
+
+
+def _base_sha256(model: FewSam) -> str | None:
+    """SHA-256 of the model's base checkpoint, hashed once per model (None for a random base)."""
+    if model.checkpoint is None:
+        return None
+    if model.base_sha256 is None:
+        model.base_sha256 = sha256_file(model.checkpoint)
+    return model.base_sha256
+
+
+def _model_config(model: FewSam) -> dict[str, Any]:
+    checkpoint = model.checkpoint
+    return {
+        "kind": KIND,
+        "arch": model.arch,
+        "input_size": model.input_size,
+        "num_classes": model.num_classes,
+        "lora": dataclasses.asdict(model.lora),
+        "base_checkpoint": None if checkpoint is None else str(checkpoint),
+        "base_sha256": _base_sha256(model),
+    }
+
+
+def save_adapter(model: FewSam, out_dir: Path, config: dict[str, Any]) -> None:
+    """Write `out_dir/adapter.safetensors` and `out_dir/config.json` as one atomic step.
+
+    `config` (the caller's settings, e.g. params and their hash) is merged with the model's own
+    description, which wins on shared keys. The files are written into a temporary sibling
+    folder that then replaces `out_dir`; a folder holding anything else is refused rather than
+    deleted.
+    """
+    model = unwrap(model)  # type: ignore[assignment]
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        others = sorted(
+            p.name for p in out_dir.iterdir() if p.name not in (ADAPTER_FILE, CONFIG_FILE)
+        )
+        if others:
+            raise InputError(out_dir, f"holds other files ({', '.join(others[:3])}); not replaced")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(tmp, plain_mode(directory=True))
+    old = out_dir.parent / f"{tmp.name}.old"
+    try:
+        state = {k: v.contiguous().cpu() for k, v in trainable_state_dict(model).items()}
+        save_file(state, str(tmp / ADAPTER_FILE), metadata={"kind": KIND})
+        merged = {**config, **_model_config(model)}
+        (tmp / CONFIG_FILE).write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
+    """The config.json of an adapter folder, checked to be one."""
+    path = Path(adapter_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise InputError(path, "not found (train an adapter with `fewsam train run`)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(path, f"not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("kind") != KIND:
+        raise InputError(path, f"not a fewsam adapter config (kind is not {KIND!r})")
+    return config
+
+
+def load_adapter(
+    adapter_dir: Path,
+    checkpoint: str | None = None,
+    *,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+) -> tuple[FewSam, dict[str, Any]]:
+    """Rebuild the model an adapter was trained as, with its trained tensors, in eval mode.
+
+    `checkpoint` replaces the recorded base path (the file must have the recorded SHA-256).
+    `num_classes` / `input_size`, when given, must match the adapter's (else InputError).
+    """
+    adapter_dir = Path(adapter_dir)
+    config = read_adapter_config(adapter_dir)
+    where = adapter_dir / CONFIG_FILE
+    for key, want in (("num_classes", num_classes), ("input_size", input_size)):
+        if want is not None and config.get(key) != want:
+            raise InputError(where, f"adapter has {key} {config.get(key)}, expected {want}")
+    base = checkpoint if checkpoint is not None else config.get("base_checkpoint")
+    recorded = config.get("base_sha256")
+    if base is not None:
+        if not Path(base).is_file():
+            raise InputError(base, "base checkpoint of the adapter not found")
+        if recorded is None:
+            raise InputError(where, f"adapter was trained on random base weights, not on {base}")
+        if sha256_file(base) != recorded:
+            raise InputError(base, f"SHA-256 differs from the adapter's base ({recorded[:12]}...)")
+    try:
+        model_params = ModelParams(config["arch"], base, config["input_size"])
+        lora = LoraParams(**config["lora"])
+        model = build_fewsam(model_params, lora, config["num_classes"])
+    except (KeyError, TypeError, ParamsError, ValueError) as e:
+        raise InputError(where, f"unusable adapter config ({type(e).__name__}: {e})") from None
+    path = adapter_dir / ADAPTER_FILE
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise InputError(path, f"not a readable adapter ({e})") from None
+    tokens = state.get("sam.mask_decoder.mask_tokens.weight")
+    if tokens is not None and tokens.shape[0] != model.num_classes + 1:
+        raise InputError(
+            path, f"holds {tokens.shape[0] - 1} classes, its config says {model.num_classes}"
+        )
+    expected = trainable_state_dict(model)
+    if set(state) != set(expected):
+        diff = sorted(set(state) ^ set(expected))
+        raise InputError(
+            path, f"tensors do not match the config ({len(diff)} differ, e.g. {diff[0]})"
+        )
+    wrong = [k for k in expected if expected[k].shape != state[k].shape]
+    if wrong:
+        raise InputError(
+            path,
+            f"tensor {wrong[0]} has shape {tuple(state[wrong[0]].shape)}, "
+            f"the config implies {tuple(expected[wrong[0]].shape)}",
+        )
+    model.load_state_dict(state, strict=False)
+    model.base_sha256 = recorded
+    return model.eval(), config
