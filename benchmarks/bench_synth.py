@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_synth.py                  # speed at 256 and 512, memory
     .venv/bin/python benchmarks/bench_synth.py --skip-memory    # speed only (about 2 minutes)
     .venv/bin/python benchmarks/bench_synth.py --skip-speed     # memory only, N = 20,000
+    .venv/bin/python benchmarks/bench_synth.py --compression --skip-speed --skip-memory
 
 Speed: samples per second of `synth.synthesize.run` (params.yaml's synth section, `workers` as
 given) against the baseline a user would write first: one process, the same `make_sample` (the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -100,13 +102,27 @@ def plain_loop(params: Params, ex: ExemplarSet, out: Path) -> None:
         f.create_dataset("background", data=background, track_times=False)
 
 
-def timed(fn, *args) -> float:
-    start = time.perf_counter()
+def _cpu() -> tuple[float, float]:
+    """CPU seconds of this process, and of this process plus its ended children (the stage's
+    workers are joined, hence counted, by the time `run` returns)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    own = me.ru_utime + me.ru_stime
+    return own, own + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn, *args) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of all processes, CPU seconds of this one) of `fn(*args)`."""
+    wall, (own, cpu) = time.perf_counter(), _cpu()
     fn(*args)
-    return time.perf_counter() - start
+    own_after, cpu_after = _cpu()
+    return time.perf_counter() - wall, cpu_after - cpu, own_after - own
 
 
 def speed(params: Params, size: int, samples: int, workers: int, repeats: int, tmp: Path) -> dict:
+    """Best-of-`repeats` wall and CPU seconds of the plain loop and of the stage."""
     ex = phantom_set(size)
     exemplars = tmp / f"exemplars{size}.h5"
     write_exemplars(exemplars, ex, {"dataset": {"format": "synapse"}})
@@ -116,7 +132,39 @@ def speed(params: Params, size: int, samples: int, workers: int, repeats: int, t
         loop.append(timed(plain_loop, p, ex, tmp / "loop.h5"))
         stage.append(timed(synthesize.run, p, exemplars, tmp / "stage.h5"))
     mb = (tmp / "stage.h5").stat().st_size / 2**20
-    return {"size": size, "samples": samples, "stage_s": min(stage), "loop_s": min(loop), "mb": mb}
+    (loop_s, loop_cpu, _), (stage_s, stage_cpu, writer_cpu) = min(loop), min(stage)
+    return {
+        "loop_s": loop_s,
+        "loop_cpu": loop_cpu,
+        "stage_s": stage_s,
+        "stage_cpu": stage_cpu,
+        "writer_cpu": writer_cpu,
+        "mb": mb,
+    }
+
+
+def compression(params: Params, tmp: Path, n: int = 50) -> None:
+    """Bytes stored per raw byte and write time per slice of each filter choice, at 512 x 512."""
+    ex = phantom_set(512)
+    p = params.synth
+    images = [make_sample(ex, p, params.seed, i).image.astype("<f2") for i in range(n)]
+    print("| filters | stored / raw | write ms per slice |")
+    print("|---|---:|---:|")
+    for name, opts in (
+        ("shuffle + gzip 1", {"compression": "gzip", "compression_opts": 1, "shuffle": True}),
+        ("gzip 1", {"compression": "gzip", "compression_opts": 1}),
+        ("shuffle + lzf", {"compression": "lzf", "shuffle": True}),
+        ("lzf", {"compression": "lzf"}),
+    ):
+        path = tmp / "compression.h5"
+        with h5py.File(path, "w") as f:
+            d = f.create_dataset("image", (n, 1, 512, 512), "<f2", chunks=(1, 1, 512, 512), **opts)
+            start = time.perf_counter()
+            for i, image in enumerate(images):
+                d[i] = image
+            ms = 1000 * (time.perf_counter() - start) / n
+        ratio = path.stat().st_size / (n * images[0].nbytes)
+        print(f"| {name} | {ratio:.3f} | {ms:.1f} |")
 
 
 def _tree(pid: int) -> list[int]:
@@ -195,13 +243,35 @@ def memory(size: int, samples: int, workers: int, tmp: Path) -> dict:
 
 
 def _print_speed(params: Params, a: argparse.Namespace, tmp: Path) -> None:
-    print(f"| size | samples | plain loop | stage, {a.workers} workers | ratio | file |")
-    print("|---|---|---|---|---|---|")
+    """One table row per size. The idle estimate is the loop's CPU time over the stage's busiest
+    share: the workers' CPU split over `workers` cores, or the writer's, whichever is larger."""
+    print(
+        f"| size | samples | plain loop | stage, {a.workers} workers | ratio | CPU ms/sample: "
+        "loop, stage (all), writer | ratio estimate, idle cores | file |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for size, n in zip((256, 512), a.samples, strict=True):
         r = speed(params, size, n, a.workers, a.repeats, tmp)
         loop, stage = n / r["loop_s"], n / r["stage_s"]
-        ratio = stage / loop
-        print(f"| {size} | {n} | {loop:.1f}/s | {stage:.1f}/s | {ratio:.2f}x | {r['mb']:.0f} MB |")
+        cpu = [1000 * r[k] / n for k in ("loop_cpu", "stage_cpu", "writer_cpu")]
+        workers_cpu = cpu[1] - cpu[2]
+        idle = cpu[0] / max(workers_cpu / a.workers, cpu[2])
+        print(
+            f"| {size} | {n} | {loop:.1f}/s | {stage:.1f}/s | {stage / loop:.2f}x "
+            f"| {cpu[0]:.1f}, {cpu[1]:.1f}, {cpu[2]:.1f} | {idle:.2f}x | {r['mb']:.0f} MB |"
+        )
+
+
+def _load() -> str:
+    """Load average and, where the kernel reports it, the share of time runnable tasks waited
+    for a CPU over the last 60 s (other jobs on a shared machine show up here)."""
+    text = f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus"
+    try:
+        some = Path("/proc/pressure/cpu").read_text().split("\n")[0]
+        text += f", CPU pressure avg60 {some.split()[2].split('=')[1]}%"
+    except (OSError, IndexError):
+        pass
+    return text
 
 
 def main() -> None:
@@ -212,17 +282,20 @@ def main() -> None:
     parser.add_argument("--memory-samples", type=int, default=20000)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--compression", action="store_true", help="also compare HDF5 filters")
     parser.add_argument("--tmp", type=Path, default=None, help="scratch folder (default: system)")
     a = parser.parse_args()
     params = load_params("params.yaml")
-    print(f"load average before: {os.getloadavg()[0]:.2f}, cpus: {os.cpu_count()}")
+    print(f"before: {_load()}")
     with tempfile.TemporaryDirectory(dir=a.tmp) as scratch:
+        if a.compression:
+            compression(params, Path(scratch))
         if not a.skip_speed:
             _print_speed(params, a, Path(scratch))
         if not a.skip_memory:
             for key, value in memory(512, a.memory_samples, a.workers, Path(scratch)).items():
                 print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"after: {_load()}")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ Pure functions on boolean 2D or 3D arrays (any shape, same for both arguments). 
 - the result is the 95th percentile (linear interpolation) of the distances of both directions
   pooled together.
 
-It returns medpy's value but works only inside the bounding box of the union of both masks,
-widened by one voxel: the erosion then sees the same neighbourhood (the extra voxel is background,
-or the true array border), and Euclidean distances between voxels inside the box do not depend on
-anything outside it. On organ-sized masks in a CT volume this is tens of times faster.
+It returns medpy's value but erodes only inside the bounding box of the union of both masks,
+widened by one voxel (the erosion then sees the same neighbourhood: the extra voxel is
+background, or the true array border), and finds nearest surface voxels with a k-d tree instead
+of two distance transforms of the whole volume. On organ-sized masks in a CT volume this is tens
+to hundreds of times faster.
 
 Empty masks are the protocols' business (evaluate.protocols): `hd95` refuses them, `dice`
 refuses only the pair of two empty masks, whose overlap is undefined.
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 
 def _as_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,10 +93,14 @@ def surface_distances(
     sampling = _spacing(spacing, pred.ndim)
     box = union_box(pred, gt)
     pred, gt = pred[box], gt[box]
-    pred_border, gt_border = _surface(pred), _surface(gt)
-    # distance_transform_edt measures the distance to the nearest zero, hence the inversion.
-    to_gt = ndimage.distance_transform_edt(~gt_border, sampling=sampling)[pred_border]
-    to_pred = ndimage.distance_transform_edt(~pred_border, sampling=sampling)[gt_border]
+    scale = np.ones(pred.ndim) if sampling is None else sampling
+    pred_points = np.argwhere(_surface(pred)) * scale
+    gt_points = np.argwhere(_surface(gt)) * scale
+    # The exact Euclidean distance to the nearest surface voxel of the other mask: what medpy
+    # reads off a distance transform of the whole volume, found here by a k-d tree over the
+    # surface voxels only (surfaces are far smaller than the box that holds them).
+    to_gt = cKDTree(gt_points).query(pred_points, k=1)[0]
+    to_pred = cKDTree(pred_points).query(gt_points, k=1)[0]
     return to_gt, to_pred
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from evaluate.inference import predict_volume
 from evaluate.reports import write_nifti
+from synth.atomic import ensure_parent
 from synth.datasets.base import ct_window, percentile_normalize, resize_volume
 from synth.datasets.nifti_io import check_same_grid, read_image
 from synth.errors import InputError
@@ -222,6 +223,7 @@ def run(
     for target in targets:
         if target.resolve() in sources:
             raise InputError(target, "output would overwrite an input scan")
+        ensure_parent(target)  # an unwritable output fails before any scan is segmented
     model, config = load_adapter(adapter, checkpoint)
     model = model.to(pick_device(params.train.device))
     size = int(config["dataset"]["slice_size"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,10 +26,19 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 from evaluate.protocols import ClassScore, Summary  # noqa: E402
-from synth.atomic import atomic_path, write_json, write_text  # noqa: E402
+from synth.atomic import atomic_path, write_text  # noqa: E402
 from synth.volume import from_zyx  # noqa: E402
 
 ADAPTED = ("prompt_free", "prompted")
+# The adapted mode behind the flat headline keys (`dsc`, `hd95`): prompted with the same one point
+# per present class as zero-shot SAM, so the two headline numbers compare like with like.
+HEADLINE = "prompted"
+# method -> its flat (Dice, HD95) keys in metrics.json.
+HEADLINE_KEYS = {
+    HEADLINE: ("dsc", "hd95"),
+    "prompt_free": ("dsc_prompt_free", "hd95_prompt_free"),
+    "zero_shot": ("zero_shot_dsc", "zero_shot_hd95"),
+}
 METHOD_TITLES = {
     "prompt_free": "adapted, prompt-free",
     "prompted": "adapted, prompted",
@@ -61,6 +71,10 @@ def metrics_dict(
 
     `pairs` counts (case, class) pairs by outcome: `both` non-empty, `gt_only` (missed),
     `pred_only` (hallucinated), `both_empty` (excluded from the means under `strict`).
+
+    Flat headline keys repeat the means as short columns for `dvc exp show` and `fewsam report`:
+    `dsc`, `hd95` (adapted, `HEADLINE` mode), `dsc_prompt_free`, `hd95_prompt_free`, and
+    `zero_shot_dsc`, `zero_shot_hd95`; each only when its method was scored.
     """
     out: dict[str, Any] = {
         "protocol": protocol,
@@ -70,11 +84,21 @@ def metrics_dict(
     }
     if "zero_shot" in summaries:
         out["zero_shot"] = summary_dict(summaries["zero_shot"], classes)
+    for method, (dsc_key, hd95_key) in HEADLINE_KEYS.items():
+        if method in summaries:
+            out[dsc_key] = _number(summaries[method].dice)
+            out[hd95_key] = _number(summaries[method].hd95)
     return out
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    write_json(path, metrics)  # sorted keys, as DVC diffs expect
+    """Indented JSON, keys sorted except that the headline keys come first: `dvc exp show`
+    orders its columns as the file does, so the headline numbers are its first metric columns."""
+    headline = [key for keys in HEADLINE_KEYS.values() for key in keys if key in metrics]
+    rest = json.loads(
+        json.dumps({k: v for k, v in metrics.items() if k not in headline}, sort_keys=True)
+    )
+    write_text(path, json.dumps({**{k: metrics[k] for k in headline}, **rest}, indent=2) + "\n")
 
 
 def _csv_text(fields: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:

@@ -28,6 +28,7 @@ from evaluate import reports
 from evaluate.inference import gt_prompts, predict_volume
 from evaluate.protocols import ClassScore, Summary, score_case, summarize
 from evaluate.zero_shot import zero_shot_volume
+from synth.atomic import ensure_parent
 from synth.datasets import open_dataset
 from synth.errors import InputError
 from synth.params import Params
@@ -117,6 +118,7 @@ def run(params: Params, adapter: Path, out: Path) -> dict[str, Any]:
     Returns the metrics dictionary also written to `out/metrics.json`.
     """
     ep = params.evaluate
+    ensure_parent(out / "metrics.json")  # an unwritable `out` fails before any case is scored
     reader = open_dataset(params.dataset, params.seed)
     classes, k = tuple(reader.classes), len(reader.classes)
     config = read_adapter_config(adapter)

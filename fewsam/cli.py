@@ -14,6 +14,8 @@ app.add_typer(synth_app, name="synth")
 app.add_typer(train.cli.app, name="train")
 app.add_typer(evaluate.cli.app, name="evaluate")
 app.command("predict")(evaluate.cli.predict)
+app.command("grid")(evaluate.cli.grid)
+app.command("report")(evaluate.cli.report)
 
 
 def main() -> None:

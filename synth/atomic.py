@@ -5,12 +5,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from synth.errors import InputError
+
+# Temporary files of writes that started before this moment belong to processes that came before
+# this one (the module is imported before any write of this process begins).
+_STARTED = time.time()
+# mkstemp's random part: 8 characters of [a-z0-9_].
+_RANDOM = r"[a-z0-9_]{8}"
 
 
 def plain_mode(directory: bool) -> int:
@@ -20,17 +28,53 @@ def plain_mode(directory: bool) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def ensure_parent(final: str | Path) -> None:
+    """Create the folder of `final`; InputError naming `final` when that is impossible.
+
+    Stages call it for their outputs before the work starts, so an output path that cannot be
+    written (a regular file where a folder should be) fails at once, not after hours of work.
+    """
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(final, f"cannot be written ({e.strerror or e})") from e
+
+
+def clean_stale(final: str | Path) -> list[Path]:
+    """Remove temporary files `.{name}.XXXXXXXX*.tmp` of `final` left by killed processes.
+
+    A process killed with SIGKILL cannot remove its temporary file. Only files last modified
+    before this process started are removed, so a write of this process is never touched.
+    Returns the paths removed.
+    """
+    final = Path(final)
+    pattern = re.compile(re.escape(f".{final.name}.") + _RANDOM + r"(\.[A-Za-z0-9]+)*\.tmp")
+    removed = []
+    with contextlib.suppress(OSError):  # a folder that cannot be listed has nothing to clean
+        for entry in os.scandir(final.parent):
+            if not pattern.fullmatch(entry.name):
+                continue
+            with contextlib.suppress(OSError):  # gone already, or not a plain file
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < _STARTED:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it onto `final` when the block succeeds.
 
     On any exception the temporary file is removed, so an interrupted or failed write never leaves
-    a file that looks finished. The temp name keeps `suffix` so libraries that look at extensions
-    (nibabel, matplotlib) still work.
+    a file that looks finished. A process killed outright (SIGKILL, power loss) leaves its hidden
+    temporary file; the next write of the same `final` removes it (`clean_stale`). The temp name
+    keeps `suffix` so libraries that look at extensions (nibabel, matplotlib) still work.
     """
     final = Path(final)
+    ensure_parent(final)
+    clean_stale(final)
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
             prefix=f".{final.name}.", suffix=suffix + ".tmp", dir=final.parent
         )

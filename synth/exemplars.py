@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from synth.atomic import write_text
+from synth.atomic import ensure_parent, write_text
 from synth.check import iter_volumes
 from synth.datasets import open_dataset
 from synth.errors import InputError, ParamsError
@@ -111,6 +111,8 @@ def select_pool(
 
 def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
     """Read the training cases, select, and write `out_h5` (schema.py) and `out_csv` atomically."""
+    for out in (out_h5, out_csv):  # an unwritable output fails before any case is read
+        ensure_parent(out)
     reader = open_dataset(params.dataset, params.seed)
     train = reader.cases("train")
     if not train:
@@ -122,7 +124,10 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
         depth.append(volume.label.shape[0])
         del volume  # free it before the next case is read
     rng = np.random.default_rng([params.seed, EXEMPLAR_KEY])
-    picks = select_exemplars(labeled, params.exemplars, params.synth.exemplar_strategy, rng)
+    try:
+        picks = select_exemplars(labeled, params.exemplars, params.synth.exemplar_strategy, rng)
+    except ParamsError as e:  # name the dataset whose labeled slices were counted
+        raise ParamsError(f"{reader.root}: {e}") from None
     by_case: list[list[int]] = [[] for _ in train]
     for v, z in picks:
         by_case[v].append(z)

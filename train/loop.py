@@ -21,6 +21,8 @@ import torch.distributed as dist
 from rich.progress import TextColumn
 from torch.nn.parallel import DistributedDataParallel
 
+from synth.atomic import ensure_parent
+from synth.errors import InputError
 from synth.params import Params, to_dict
 from synth.progress import make_progress
 from train.adapter_io import save_adapter
@@ -108,6 +110,11 @@ def train(
 ) -> FewSam:
     """Train on `data` and save the adapter to `out` (see `train.run.run`)."""
     tp = params.train
+    if ctx.is_main:  # unwritable outputs fail now, not when the trained adapter is saved
+        for path in (out, log):
+            ensure_parent(path)
+        if out.exists() and not out.is_dir():
+            raise InputError(out, "is a file; the adapter is written as a folder")
     dataset = SyntheticSlices(data, params.model.input_size, tp.points_per_class, params.seed)
     checkpoint = params.model.checkpoint
     hash_ = run_hash(params, sha256_file(data), sha256_file(checkpoint) if checkpoint else None)

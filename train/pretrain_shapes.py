@@ -24,11 +24,37 @@ from scipy import ndimage
 TRAIN_STREAM = 71
 HELD_OUT_STREAM = 72
 MIN_AREA = 12
+# Ranges drawn on a log scale (intensities in [0, 1]): contrast of a shape against what it covers,
+# amplitude of its texture, amplitude of the background texture, image noise std. `difficulty`
+# moves each range from its EASY end (clear shapes, the start of training) to its FULL end.
+EASY = {
+    "contrast": (0.15, 0.5),
+    "texture": (0.003, 0.03),
+    "ground": (0.005, 0.04),
+    "noise": (0.002, 0.02),
+}
+FULL = {
+    "contrast": (0.03, 0.45),
+    "texture": (0.003, 0.1),
+    "ground": (0.005, 0.12),
+    "noise": (0.002, 0.06),
+}
 _KINDS = ("ellipse", "polygon", "blob", "tube")
 
 
 def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def _ranges(difficulty: float) -> dict[str, tuple[float, float]]:
+    """The EASY..FULL ranges at `difficulty` in [0, 1], interpolated geometrically."""
+    return {
+        key: (
+            EASY[key][0] ** (1 - difficulty) * FULL[key][0] ** difficulty,
+            EASY[key][1] ** (1 - difficulty) * FULL[key][1] ** difficulty,
+        )
+        for key in FULL
+    }
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
@@ -156,6 +182,7 @@ def _paint(
     mask: np.ndarray,
     textures: list[np.ndarray],
     colour: bool,
+    ranges: dict[str, tuple[float, float]],
 ) -> None:
     """Paint one shape into `image` (CxHxW float32, changed in place) inside `mask` (HxW bool)."""
     edge = _loguniform(rng, 0.3, 2.0)  # partial-volume softness of the edge, px
@@ -165,14 +192,14 @@ def _paint(
     y1, x1 = ys.max() + pad + 1, xs.max() + pad + 1
     region, inner = image[:, y0:y1, x0:x1], mask[y0:y1, x0:x1]
     covered = region[:, inner].mean(axis=1).reshape(-1, 1, 1)
-    contrast = _loguniform(rng, 0.03, 0.45) * rng.choice([-1.0, 1.0])
+    contrast = _loguniform(rng, *ranges["contrast"]) * rng.choice([-1.0, 1.0])
     if not 0.02 < float(covered.mean()) + contrast < 0.98:
         contrast = -contrast  # flip rather than clip, so the contrast survives
     fill = covered + contrast
     if colour:
         fill = fill + rng.normal(0, 0.12, (3, 1, 1))
     texture = textures[int(rng.integers(len(textures)))][y0:y1, x0:x1]
-    fill = fill + texture * _loguniform(rng, 0.003, 0.1)
+    fill = fill + texture * _loguniform(rng, *ranges["texture"])
     fill = fill + _gradient(rng, image.shape[1], rng.uniform(0, 0.15))[y0:y1, x0:x1]
     alpha = cv2.GaussianBlur(inner.astype(np.float32), (0, 0), edge)
     # Labeled pixels are at least half shape, unlabeled ones at most half: labels match the image.
@@ -180,18 +207,21 @@ def _paint(
     region[...] = alpha * fill + (1 - alpha) * region
 
 
-def render(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """One image and its instance labels drawn with `rng`.
+def render(
+    rng: np.random.Generator, size: int = 256, difficulty: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image and its instance labels drawn with `rng`, at `difficulty` in [0, 1].
 
     Returns the image, 3 x size x size float32 in [0, 1] (RGB; the channels are equal for
     grayscale images), and the labels, size x size int32 (0 background, 1..N instances).
     """
+    ranges = _ranges(difficulty)
     colour = rng.random() < 0.25
     n_channels = 3 if colour else 1
     textures = [_texture(rng, size) for _ in range(3)]
     base = rng.uniform(0.15, 0.85, (n_channels, 1, 1)).astype(np.float32)
     image = base + _gradient(rng, size, rng.uniform(0, 0.4)) + _smooth_noise(rng, size, 30) * 0.05
-    image = (image + textures[0] * _loguniform(rng, 0.005, 0.12)).astype(np.float32)
+    image = (image + textures[0] * _loguniform(rng, *ranges["ground"])).astype(np.float32)
     labels = np.zeros((size, size), np.int32)
     present: list[int] = []
     for shape_id in range(1, int(rng.integers(4, 17)) + 1):
@@ -199,13 +229,13 @@ def render(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.nd
         mask = shape_mask(rng, str(rng.choice(_KINDS)), center, max(radius, 2.5), size)
         if mask.sum() < MIN_AREA:
             continue
-        _paint(rng, image, mask, textures, colour)
+        _paint(rng, image, mask, textures, colour, ranges)
         labels[mask] = shape_id
         present.append(shape_id)
     blur = rng.uniform(0, 1.2)
     if blur > 0.3:
         image = np.stack([cv2.GaussianBlur(c, (0, 0), blur) for c in image])
-    image = image + rng.normal(0, _loguniform(rng, 0.002, 0.06), image.shape)
+    image = image + rng.normal(0, _loguniform(rng, *ranges["noise"]), image.shape)
     image = np.clip(image, 0, 1).astype(np.float32)
     if not colour:
         image = np.repeat(image, 3, axis=0)
@@ -213,11 +243,11 @@ def render(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.nd
 
 
 def sample(
-    seed: int, index: int, held_out: bool = False, size: int = 256
+    seed: int, index: int, held_out: bool = False, size: int = 256, difficulty: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image `index` of the training (or held-out) stream; same (seed, index) -> same arrays.
+    """Image `index` of the training (or held-out) stream; same arguments -> same arrays.
 
     Returns (image 3xSxS float32 in [0, 1], labels SxS int32), as `render`.
     """
     stream = HELD_OUT_STREAM if held_out else TRAIN_STREAM
-    return render(np.random.default_rng([seed, stream, index]), size)
+    return render(np.random.default_rng([seed, stream, index]), size, difficulty)

@@ -1,0 +1,190 @@
+"""The paper's experiment grid as a DVC queue: exemplar counts x synthesis on/off, plus the full set.
+
+Each grid point is one `dvc exp run --queue -n NAME -S exemplars=N -S synth.enabled=BOOL`, on top
+of the workspace's params.yaml and any extra `-S` overrides (the same for every point). Every
+evaluation also scores zero-shot SAM (`evaluate.zero_shot`), so the baseline comes with the grid.
+
+Queued experiments run in temporary copies of the repository (`.dvc/tmp/exps`): paths the pipeline
+produces (the phantom data) are found there, but datasets and weights outside the repository must
+be given as absolute paths (`dataset.root`, `model.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evaluate.exp_records import DvcError, read_experiments, run_dvc
+from synth.errors import ParamsError
+from synth.params import Params, parse_params
+
+# Exemplar counts of the published protocol, per dataset family.
+PROTOCOL_COUNTS: dict[str, tuple[int, ...]] = {
+    "synapse": (1, 9, 18, 36),
+    "brats": (75, 150, 450),
+}
+# dataset.format -> the family whose protocol applies (nifti: none, give --dataset or counts).
+FAMILY = {"synapse": "synapse", "synapse-npz": "synapse", "brats": "brats"}
+# Keys every grid point sets itself; an extra override may not change them.
+GRID_KEYS = ("exemplars", "synth.enabled")
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One experiment: its DVC name and its `-S` overrides ("key=value")."""
+
+    name: str
+    overrides: tuple[str, ...]
+
+
+def grid_points(counts: Sequence[int], prefix: str) -> list[GridPoint]:
+    """Each count with synthesis on and off, then the full set (`exemplars=all`, no synthesis)."""
+    points = []
+    for n in counts:
+        for enabled in (True, False):
+            tag = "synth" if enabled else "nosynth"
+            overrides = (f"exemplars={n}", f"synth.enabled={str(enabled).lower()}")
+            points.append(GridPoint(f"{prefix}-{n}-{tag}", overrides))
+    points.append(GridPoint(f"{prefix}-all", ("exemplars=all", "synth.enabled=false")))
+    return points
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """ "train.max_steps=20" -> ("train.max_steps", 20); values are read as YAML, as DVC does."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(f"--set {item!r}: expected KEY=VALUE")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ParamsError(f"--set {item!r}: value is not valid YAML") from None
+    return key.strip(), value
+
+
+def apply_overrides(data: dict[str, Any], items: Sequence[str]) -> dict[str, Any]:
+    """A copy of params mapping `data` with the dotted-key overrides set (unknown keys fail)."""
+    out = yaml.safe_load(yaml.safe_dump(data))
+    for item in items:
+        key, value = parse_override(item)
+        *parents, leaf = key.split(".")
+        node = out
+        for i, part in enumerate(parents):
+            if not isinstance(node.get(part), dict):
+                raise ParamsError(f"--set {key}: no section {'.'.join(parents[: i + 1])}")
+            node = node[part]
+        if leaf not in node:
+            raise ParamsError(f"--set {key}: unknown key")
+        node[leaf] = value
+    return out
+
+
+def check_params(params_path: Path, extra: Sequence[str]) -> Params:
+    """Validate the workspace params with the extra overrides and every grid point's keys.
+
+    Catches a typo before a dozen experiments are queued and fail one after another.
+    """
+    for item in extra:
+        if parse_override(item)[0] in GRID_KEYS:
+            raise ParamsError(f"--set {item}: the grid sets {' and '.join(GRID_KEYS)} itself")
+    try:
+        data = yaml.safe_load(params_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ParamsError(f"{params_path}: cannot be read ({e})") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{params_path}: must be a mapping of sections")
+    source = f"{params_path} with --set"
+    params = parse_params(apply_overrides(data, extra), source)
+    parse_params(apply_overrides(data, [*extra, "exemplars=all", "synth.enabled=false"]), source)
+    return params
+
+
+def protocol_counts(
+    params: Params, dataset: str | None, counts: Sequence[int]
+) -> tuple[str, tuple[int, ...]]:
+    """(name prefix, exemplar counts): the counts given, else those of `dataset`'s protocol.
+
+    `dataset` defaults to the family of `dataset.format`; naming another family than the params'
+    dataset is an error (the grid would train on one dataset with another's protocol).
+    """
+    family = FAMILY.get(params.dataset.format)
+    if dataset is not None and dataset not in PROTOCOL_COUNTS:
+        raise ParamsError(f"--dataset {dataset}: must be one of {sorted(PROTOCOL_COUNTS)}")
+    if dataset is not None and family is not None and family != dataset:
+        raise ParamsError(
+            f"--dataset {dataset} but dataset.format is {params.dataset.format}: add "
+            f"--set dataset.format={dataset} --set dataset.root=/absolute/path/to/{dataset}"
+        )
+    name = dataset or family
+    if counts:
+        if any(n < 1 for n in counts):
+            raise ParamsError(f"--exemplars {list(counts)}: counts must be >= 1")
+        return name or "grid", tuple(sorted(set(counts)))
+    if name is None:
+        raise ParamsError(
+            f"dataset.format {params.dataset.format} has no published protocol: "
+            "give --dataset synapse|brats or --exemplars"
+        )
+    return name, PROTOCOL_COUNTS[name]
+
+
+def queue_command(point: GridPoint, extra: Sequence[str], force: bool) -> list[str]:
+    """The `dvc exp run --queue` arguments of one grid point."""
+    args = ["exp", "run", "--queue", "-n", point.name]
+    if force:
+        args.append("--force")
+    for item in (*point.overrides, *extra):
+        args += ["-S", item]
+    return args
+
+
+def run(
+    root: Path,
+    dataset: str | None,
+    counts: Sequence[int],
+    extra: Sequence[str],
+    prefix: str | None = None,
+    force: bool = False,
+    run_now: bool = False,
+    jobs: int = 1,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+) -> list[GridPoint]:
+    """Queue the grid in the DVC project at `root`; with `run_now`, run the queue and wait.
+
+    Raises DvcError when a grid name is taken (unless `force`) or an experiment failed.
+    """
+    params = check_params(root / "params.yaml", extra)
+    family, grid_counts = protocol_counts(params, dataset, counts)
+    points = grid_points(grid_counts, prefix or family)
+    commands = [queue_command(p, extra, force) for p in points]
+    if dry_run:
+        for args in commands:
+            echo(shlex.join(["dvc", *args]))
+        return points
+    if not force:
+        taken = {r.name for r in read_experiments(root)} & {p.name for p in points}
+        if taken:
+            raise DvcError(
+                f"experiments {', '.join(sorted(taken))} exist on this commit: "
+                "give another --prefix, or --force to replace them"
+            )
+    for args in commands:
+        run_dvc(args, root)
+    if not run_now:
+        echo(f"queued {len(points)} experiments; run them with `dvc exp run --run-all`")
+        return points
+    # `--run-all` follows every queued experiment to its end, but exits 0 even when one failed.
+    run_dvc(["exp", "run", "--run-all", "--jobs", str(jobs)], root)
+    states = {r.name: r.state for r in read_experiments(root)}
+    failed = [p.name for p in points if states.get(p.name) != "success"]
+    if failed:
+        raise DvcError(
+            f"experiments did not finish: {', '.join(failed)} (see `dvc queue logs NAME`)"
+        )
+    echo(f"ran {len(points)} experiments; `fewsam report` collects them")
+    return points

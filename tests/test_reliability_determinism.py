@@ -1,0 +1,92 @@
+"""The whole pipeline twice with the same params gives the same bytes, in folders whose names hold
+spaces and non-ASCII letters.
+
+Independence from the number of workers is tested per stage: test_synthesize (1 or 2 processes),
+test_train_loop (DataLoader workers, resuming). Peak memory on large volumes is measured by
+benchmarks/bench_scale.py (figures in RELIABILITY.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dataset_files import make_synapse
+from reliability_files import cpu_params, invoke, listing, torch_threads, write_params
+
+# Every file whose bytes must repeat, relative to a run's folder.
+ARTIFACTS = (
+    "data/exemplars.h5",
+    "data/exemplars.csv",
+    "data/synthetic.h5",
+    "models/adapter/adapter.safetensors",
+    "models/adapter/config.json",
+    "reports/metrics.json",
+    "reports/per_case.csv",
+    "reports/per_class.csv",
+    "reports/predictions/prompt_free/case0001.nii.gz",
+    "reports/predictions/zero_shot/case0002.nii.gz",
+    "predicted/img0001.nii.gz",
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with torch_threads(1):
+        yield
+
+
+def pipeline(folder: Path, params: Path, root: Path) -> None:
+    """extract -> synth run -> train run -> evaluate run -> predict, as the README runs them."""
+    data, models, reports = folder / "data", folder / "models", folder / "reports"
+    commands = [
+        ["synth", "extract", "--out", data / "exemplars.h5", "--csv", data / "exemplars.csv"],
+        ["synth", "run", "--exemplars", data / "exemplars.h5", "--out", data / "synthetic.h5"],
+        ["train", "run", "--data", data / "synthetic.h5", "--out", models / "adapter",
+         "--log", reports / "train_log.csv"],
+        ["evaluate", "run", "--adapter", models / "adapter", "--out", reports],
+        ["predict", "--adapter", models / "adapter", "-i", root / "img" / "img0001.nii.gz",
+         "-o", folder / "predicted" / "img0001.nii.gz"],
+    ]  # fmt: skip
+    for command in commands:
+        result = invoke(*command, "--params", params)
+        assert result.exit_code == 0, (command, result.output, result.exception)
+
+
+@pytest.mark.slow
+def test_same_params_give_identical_artifacts(tmp_path: Path, params_dict: dict[str, Any]) -> None:
+    base = tmp_path / "données d'essai ñ"  # spaces, an apostrophe, non-ASCII letters
+    root = make_synapse(base / "Synapse raw – copie")
+    data = cpu_params(params_dict, root)
+    data["exemplars"] = 4
+    data["synth"].update(samples=24, exemplar_strategy="random")
+    data["train"].update(max_steps=4, warmup_steps=1, save_every=2)
+    data["evaluate"].update(zero_shot=True)
+    params = write_params(base / "paramètres.yaml", data)
+
+    runs = [base / "run one", base / "run two"]
+    for run in runs:
+        pipeline(run, params, root)
+    for rel in ARTIFACTS:
+        first, second = ((run / rel).read_bytes() for run in runs)
+        assert first == second, rel
+    # The training log too, but for its wall-clock column.
+    logs = [(run / "reports" / "train_log.csv").read_text().splitlines() for run in runs]
+    assert logs[0][0].endswith(",seconds") and len(logs[0]) == 5
+    assert [r.rsplit(",", 1)[0] for r in logs[0]] == [r.rsplit(",", 1)[0] for r in logs[1]]
+    # Not trivially equal: the adapter moved away from its initialization, the metrics are numbers.
+    metrics = json.loads((runs[0] / "reports" / "metrics.json").read_text())
+    assert metrics["cases"] == 2 and 0.0 <= metrics["adapted"]["prompted"]["dice"] <= 1.0
+    assert listing(runs[0]) == listing(runs[1])
+
+    # A different seed changes the artifacts: the comparison above can fail.
+    other = copy.deepcopy(data)
+    other["seed"] = 1
+    result = invoke("synth", "extract", "--params", write_params(base / "seed1.yaml", other),
+                    "--out", base / "seed1.h5", "--csv", base / "seed1.csv")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (base / "seed1.h5").read_bytes() != (runs[0] / "data" / "exemplars.h5").read_bytes()
