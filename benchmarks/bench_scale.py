@@ -8,7 +8,8 @@ SAM at 64 px with random weights keeps the model small, so the figures show the 
 child reports VmHWM (peak resident memory) from /proc/self/status before the stage (imports,
 model code) and after it; the difference is what the stage's data cost.
 
-    .venv/bin/python benchmarks/bench_scale.py [--slices 100 300] [--side 512] [--keep DIR]
+    .venv/bin/python benchmarks/bench_scale.py [--slices 100 300] [--side 512] [--threads 2]
+        [--stages extract evaluate predict] [--keep DIR]
 
 Memory that does not scale with the slices beyond the volume itself means: peak(300) - peak(100)
 is a small constant times the 200 extra slices of one float32 volume.
@@ -137,10 +138,11 @@ def main() -> None:
     parser.add_argument("--slices", type=int, nargs="+", default=[100, 300])
     parser.add_argument("--side", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--stages", nargs="+", default=["extract", "evaluate", "predict"])
     parser.add_argument("--keep", type=Path, default=None, help="Folder to keep the files in.")
     args = parser.parse_args()
     base = args.keep or Path(tempfile.mkdtemp(prefix="fewsam_scale_"))
-    stages = ("extract", "evaluate", "predict")
+    stages = tuple(args.stages)
     results: dict[int, dict[str, dict[str, float]]] = {}
     try:
         for z in args.slices:
@@ -159,7 +161,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(
         f"`.venv/bin/python benchmarks/bench_scale.py --slices {' '.join(map(str, args.slices))} "
-        f"--side {args.side}` on {platform.machine()}, {os.cpu_count()} cores (load average "
+        f"--side {args.side} --threads {args.threads} --stages {' '.join(stages)}` on {platform.machine()}, {os.cpu_count()} cores (load average "
         f"{load:.1f}), torch threads {args.threads}; tiny SAM at 64 px, random weights.\n"
     )
     print("| stage | slices | float32 volume (MiB) | before (MiB) | peak (MiB) | stage cost (MiB) "

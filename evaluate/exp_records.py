@@ -67,8 +67,10 @@ def run_dvc(args: Sequence[str], cwd: Path, capture: bool = False) -> str:
         [exe, *args], cwd=cwd, env=env, text=True, capture_output=capture, check=False
     )
     if done.returncode != 0:
+        # Captured: DVC's last line says why. Streamed: it is already on the terminal.
         last = (done.stderr or "").strip().splitlines()[-1:] if capture else []
-        raise DvcError(f"`dvc {' '.join(args)}` failed (exit {done.returncode}) {''.join(last)}")
+        why = f": {last[0]}" if last else ""
+        raise DvcError(f"`dvc {' '.join(args)}` failed (exit {done.returncode}){why}")
     return done.stdout if capture else ""
 
 

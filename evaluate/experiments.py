@@ -55,7 +55,7 @@ def grid_points(counts: Sequence[int], prefix: str) -> list[GridPoint]:
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """ "train.max_steps=20" -> ("train.max_steps", 20); values are read as YAML, as DVC does."""
+    """Split `train.max_steps=20` into ("train.max_steps", 20); the value is read as YAML."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ParamsError(f"--set {item!r}: expected KEY=VALUE")

@@ -158,7 +158,7 @@ def _read_4d(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     """I x J x K x C float32 data of a 4D NIfTI (checked finite) and its image."""
     try:
         img = nib.load(path)
-        data = img.get_fdata(dtype=np.float32)
+        data = img.get_fdata(dtype=np.float32, caching="unchanged")  # the image keeps no copy
     except Exception as e:  # truncated gzip, short reads, bad headers
         raise InputError(path, f"unreadable or truncated NIfTI ({e})") from None
     data = data.reshape(data.shape[:4])
@@ -176,20 +176,25 @@ def read_scan(scan: Scan, channels: Sequence[str], dataset: dict[str, Any]) -> V
         raw = [to_zyx(data[..., c]) for c in range(data.shape[3])]
         affine, header = np.asarray(img.affine, np.float64), img.header
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+        del data  # the Z x H x W copies replace the I x J x K x C array
     else:
         vols = [read_image(p) for p in scan.files]
         for other in vols[1:]:
             check_same_grid(vols[0], other)
         raw = [to_zyx(v.data) for v in vols]
         affine, header, zooms = vols[0].affine, vols[0].header, vols[0].zooms
+        del vols  # the Z x H x W copies replace the I x J x K arrays
+    # Peak memory is two float32 volumes per channel (file order and slice order, briefly):
+    # windowing works in place and one channel is not copied again by stacking.
     normalized = []
     for i, (x, name) in enumerate(zip(raw, channels, strict=True)):
         source = scan.files[i] if len(scan.files) > 1 else scan.files[0]
         if name.upper() == "CT":
-            normalized.append(ct_window(x, (window[0], window[1])))
+            normalized.append(ct_window(x, (window[0], window[1]), in_place=True))
         else:
             normalized.append(percentile_normalize(x, (percentiles[0], percentiles[1]), source))
-    image = np.stack(normalized)
+    del raw, x
+    image = normalized[0][None] if len(normalized) == 1 else np.stack(normalized)
     spacing = (zooms[2], zooms[1], zooms[0])
     return Volume(scan.name, image, None, affine, spacing, scan.files[0], header)
 

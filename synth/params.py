@@ -240,6 +240,7 @@ class PretrainParams:
     max_points: int
     box_jitter: float
     min_area: int
+    curriculum_steps: int
     loss_size: int
     lr: float
     weight_decay: float
@@ -264,6 +265,7 @@ class PretrainParams:
         _prob(s, self, "box_prob", "multi_point_prob", "box_jitter")
         _check(self.box_prob + self.multi_point_prob <= 1, s, "box_prob + multi_point_prob > 1")
         _check(self.min_area >= 1, f"{s}.min_area", "must be >= 1")
+        _check(self.curriculum_steps >= 0, f"{s}.curriculum_steps", "must be >= 0")
         _check(self.loss_size in (64, 128, 256), f"{s}.loss_size", "must be 64, 128 or 256")
         _check(self.lr > 0, f"{s}.lr", "must be > 0")
         _check(self.weight_decay >= 0, f"{s}.weight_decay", "must be >= 0")

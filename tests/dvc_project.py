@@ -81,7 +81,9 @@ def sh(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
     """Run a command in the copy; on failure the assertion shows its output."""
     done = subprocess.run(args, cwd=root, env=env(root), capture_output=True, text=True)
     if check:
-        assert done.returncode == 0, f"{' '.join(args)} -> {done.returncode}\n{done.stdout}\n{done.stderr}"
+        assert done.returncode == 0, (
+            f"{' '.join(args)} -> {done.returncode}\n{done.stdout}\n{done.stderr}"
+        )
     return done
 
 

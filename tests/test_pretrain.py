@@ -41,6 +41,10 @@ def test_shapes_are_deterministic_per_seed_and_index() -> None:
     assert not np.array_equal(sample(3, 6)[0], image)
     assert not np.array_equal(sample(4, 5)[0], image)
     assert not np.array_equal(sample(3, 5, held_out=True)[0], image)
+    easy, easy_labels = sample(3, 5, difficulty=0.0)
+    np.testing.assert_array_equal(easy, sample(3, 5, difficulty=0.0)[0])
+    assert not np.array_equal(easy, image)
+    np.testing.assert_array_equal(easy_labels, labels)  # the curriculum changes looks, not shapes
 
 
 def test_shapes_labels_match_the_image() -> None:

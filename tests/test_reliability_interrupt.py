@@ -76,7 +76,8 @@ def kill_when(args: list[Any], ready: Callable[[], bool], tmp: Path, timeout: fl
             assert time.monotonic() < deadline, "never reached the point to kill at"
             time.sleep(0.01)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the command and its workers, as a crash would
+        with contextlib.suppress(ProcessLookupError):  # gone already: the failure above says why
+            os.killpg(proc.pid, signal.SIGKILL)  # the command and its workers, as a crash would
         proc.wait()
     # Worker processes (forked while the output was open) hold its HDF5 lock until they are gone.
     deadline = time.monotonic() + 10
@@ -107,9 +108,10 @@ def test_killed_synthesis_leaves_nothing_finished_and_reruns(
     kill_when(args, a_third_written, tmp_path)
     assert not out.exists()
     (leftover,) = temp_files(tmp_path)  # SIGKILL gives no chance to remove it
-    with pytest.raises(InputError, match="not a fewsam-synthetic file") as refused:
-        read_synthetic_info(leftover)  # what training reads refuses it
-    assert "lock" not in str(refused.value)
+    # What training reads refuses it: its HDF5 metadata was never flushed, or `complete` never set.
+    with pytest.raises(InputError, match="not a readable HDF5|not a fewsam-synth|incomplete") as e:
+        read_synthetic_info(leftover)
+    assert "lock" not in str(e.value)
 
     result = subprocess.run([FEWSAM, *map(str, args)], env=ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -130,7 +132,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(
     tmp_path: Path, params_dict: dict[str, Any]
 ) -> None:
     data = cpu_params(params_dict, tmp_path)
-    data["train"].update(max_steps=60, batch_size=2, warmup_steps=4, save_every=5)
+    data["train"].update(max_steps=80, batch_size=2, warmup_steps=4, save_every=5)
     params = write_params(tmp_path / "params.yaml", data)
     synthetic = bright_squares(tmp_path / "synthetic.h5", n=8)
 
@@ -142,13 +144,13 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(
     args = ["train", "run", "-p", params, "--data", synthetic, "--out", out, "--log", log]
     partial_log = resume_dir_for(out) / "train_log.csv"  # written after each checkpoint
 
-    def half_way() -> bool:
-        return partial_log.is_file() and len(partial_log.read_text().splitlines()) > 30
+    def past_step_20() -> bool:
+        return partial_log.is_file() and len(partial_log.read_text().splitlines()) > 20
 
-    kill_when(args, half_way, tmp_path)
+    kill_when(args, past_step_20, tmp_path)
     assert not out.exists() and not log.exists()
     step = torch.load(state, weights_only=True)["step"]
-    assert 30 <= step < 60 and step % 5 == 0, step
+    assert 20 <= step < 80 and step % 5 == 0, step
 
     result = invoke(*args)  # the same command again: `train.resume: auto`
     assert result.exit_code == 0, result.output
@@ -162,7 +164,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(
         assert torch.equal(mine[name], tensor), name
     # The log is whole too: every step once, with the uninterrupted run's losses.
     rows = [line.split(",")[:2] for line in log.read_text().splitlines()]
-    assert [r[0] for r in rows[1:]] == [str(i) for i in range(60)]
+    assert [r[0] for r in rows[1:]] == [str(i) for i in range(80)]
     assert rows == [r.split(",")[:2] for r in (reference / "log.csv").read_text().splitlines()]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from evaluate import reports
-from evaluate.exp_records import DvcError, ExpRecord, parse_show
+from evaluate.exp_records import DvcError, ExpRecord, parse_show, read_experiments
 from evaluate.paper_report import (
     FEWSAM,
     NO_SYNTH,
@@ -202,3 +202,8 @@ def test_metrics_json_has_flat_headline_keys_first(tmp_path: Path) -> None:
         "transunet", ["liver"], 1, {"prompted": summaries["prompted"]}
     )
     assert "zero_shot_dsc" not in no_zero_shot and "dsc_prompt_free" not in no_zero_shot
+
+
+def test_read_experiments_outside_a_dvc_repository_says_so(tmp_path: Path) -> None:
+    with pytest.raises(DvcError, match="dvc exp show --json.*not inside of a DVC repository"):
+        read_experiments(tmp_path)

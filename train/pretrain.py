@@ -74,7 +74,10 @@ def train_step(
 ) -> dict[str, float]:
     """One optimizer step on the images of step `step`; returns the mean loss parts."""
     rng = np.random.default_rng([seed, PROMPT_KEY, step])
-    batch = [sample(seed, step * p.batch_size + i) for i in range(p.batch_size)]
+    difficulty = min(1.0, step / p.curriculum_steps) if p.curriculum_steps else 1.0
+    batch = [
+        sample(seed, step * p.batch_size + i, difficulty=difficulty) for i in range(p.batch_size)
+    ]
     embeddings = embed(sam, torch.from_numpy(np.stack([image for image, _ in batch])))
     parts: list[tuple[torch.Tensor, float, float, float]] = []
     for (_, labels), embedding in zip(batch, embeddings, strict=True):
