@@ -253,9 +253,13 @@ class PretrainParams:
     eval_every: int
     save_every: int
     threads: int
+    device: str
+    workers: int
 
     def __post_init__(self) -> None:
         s = "pretrain"
+        _check(self.device in ("auto", "cpu", "cuda"), f"{s}.device", "must be auto, cpu or cuda")
+        _check(0 <= self.workers <= 64, f"{s}.workers", "must be in [0, 64]")
         for name in ("steps", "batch_size", "instances", "max_points", "eval_images"):
             _check(getattr(self, name) >= 1, f"{s}.{name}", "must be >= 1")
         _check(self.save_every >= 1, f"{s}.save_every", "must be >= 1")

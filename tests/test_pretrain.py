@@ -16,8 +16,10 @@ from synth.errors import InputError
 from synth.params import Params, PretrainParams
 from train.checkpoint import load_sam
 from train.pretrain import lr_at, new_model, run, train
+from train.pretrain_eval import decode, embed
 from train.pretrain_loss import dice_loss, focal_loss, mask_iou, sam_loss
 from train.pretrain_prompts import (
+    Prompts,
     center_point,
     corrective_prompts,
     initial_prompts,
@@ -29,7 +31,7 @@ from train.pretrain_shapes import MIN_AREA, sample
 def _small(params: Params, **changes: object) -> PretrainParams:
     """Settings for a loop of a few seconds."""
     base = dict(steps=4, batch_size=2, instances=2, corrective_rounds=1, warmup_steps=1)
-    base.update(save_every=2, eval_images=2, eval_every=0, threads=1, minutes=0.0)
+    base.update(save_every=2, eval_images=2, eval_every=0, threads=1, minutes=0.0, device="cpu")
     return dataclasses.replace(params.pretrain, **{**base, **changes})
 
 
@@ -109,6 +111,40 @@ def test_losses_by_hand() -> None:
     assert float(parts.iou_mse) == pytest.approx((0.0 + 0.0 + 0.5**2) / 3)
 
 
+def test_batched_decode_matches_sams_decoder_per_image() -> None:
+    """decode() of prompts from several images at once = SAM's MaskDecoder, image by image."""
+    sam = new_model(0).eval()
+    images = torch.from_numpy(np.stack([sample(0, i)[0] for i in range(2)]))
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 255, (4, 2, 2)).astype(np.float32)
+    labels = np.array([[1, 0], [1, -1], [1, 1], [0, 1]], np.float32)
+    owner = torch.tensor([0, 0, 1, 1])
+    with torch.no_grad():
+        embeddings = embed(sam, images)
+        for multimask in (True, False):
+            got, got_iou = decode(
+                sam, embeddings[owner], Prompts(points, labels, None, multimask), None
+            )
+            for i in range(4):
+                sparse, dense = sam.prompt_encoder(
+                    points=(
+                        torch.from_numpy(points[i : i + 1]),
+                        torch.from_numpy(labels[i : i + 1]),
+                    ),
+                    boxes=None,
+                    masks=None,
+                )
+                want, want_iou = sam.mask_decoder(
+                    image_embeddings=embeddings[owner[i]][None],
+                    image_pe=sam.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=multimask,
+                )
+                torch.testing.assert_close(got[i : i + 1], want, rtol=1e-4, atol=1e-4)
+                torch.testing.assert_close(got_iou[i : i + 1], want_iou, rtol=1e-4, atol=1e-4)
+
+
 def test_schedule(params: Params) -> None:
     p = dataclasses.replace(params.pretrain, steps=100, warmup_steps=10, lr=1.0)
     assert lr_at(0, p) == pytest.approx(0.1) and lr_at(9, p) == pytest.approx(1.0)
@@ -125,7 +161,9 @@ def test_loop_learns_finitely_and_resumes_exactly(params: Params, tmp_path: Path
     stopped = new_model(0)
     assert train(stopped, p, 0, tmp_path / "b", stop_at=2, report=False).step == 2
     resumed = new_model(0)
-    assert train(resumed, p, 0, tmp_path / "b", report=False).step == 4
+    # Resumed with the images made by worker processes: the same weights, bit for bit.
+    with_workers = dataclasses.replace(p, workers=2)
+    assert train(resumed, with_workers, 0, tmp_path / "b", report=False).step == 4
     for (name, a), b in zip(
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):

@@ -29,26 +29,41 @@ def embed(sam: Sam, images: torch.Tensor) -> torch.Tensor:
 
 
 def decode(
-    sam: Sam, embedding: torch.Tensor, prompts: Prompts, mask_input: torch.Tensor | None
+    sam: Sam, embeddings: torch.Tensor, prompts: Prompts, mask_input: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode P prompts against one image's embedding (1 x C x h x w).
+    """Decode P prompts against their images' embeddings in one pass of SAM's mask decoder.
 
-    `mask_input` is P x 1 x 4h x 4w low-resolution logits of a previous round, or None. Returns
-    low-resolution mask logits, P x M x 4h x 4w, and predicted IoUs, P x M (M = 3 when
-    `prompts.multimask`, else 1).
+    `embeddings` is 1 x C x h x w (one image, shared by all prompts) or P x C x h x w (the image
+    of each prompt), so the prompts of a whole batch of images are decoded together; the maths is
+    that of SAM's MaskDecoder, which takes a single image. `mask_input` is P x 1 x 4h x 4w
+    low-resolution logits of a previous round, or None. Returns low-resolution mask logits,
+    P x M x 4h x 4w, and predicted IoUs, P x M (M = 3 when `prompts.multimask`, else 1).
     """
+    device = embeddings.device
     points = None
     if prompts.points is not None:
-        points = (torch.from_numpy(prompts.points), torch.from_numpy(prompts.labels))
-    boxes = None if prompts.boxes is None else torch.from_numpy(prompts.boxes)
+        points = (
+            torch.from_numpy(prompts.points).to(device),
+            torch.from_numpy(prompts.labels).to(device),
+        )
+    boxes = None if prompts.boxes is None else torch.from_numpy(prompts.boxes).to(device)
     sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-    return sam.mask_decoder(
-        image_embeddings=embedding,
-        image_pe=sam.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=prompts.multimask,
-    )
+    dec = sam.mask_decoder
+    n = sparse.shape[0]
+    output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+    tokens = torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), sparse], dim=1)
+    src = embeddings.expand(n, -1, -1, -1) + dense
+    pos = sam.prompt_encoder.get_dense_pe().expand(n, -1, -1, -1)
+    _, c, h, w = src.shape
+    hs, src = dec.transformer(src, pos, tokens)
+    upscaled = dec.output_upscaling(src.transpose(1, 2).reshape(n, c, h, w))
+    k = dec.num_mask_tokens
+    hyper = torch.stack([dec.output_hypernetworks_mlps[i](hs[:, 1 + i]) for i in range(k)], 1)
+    _, c, h, w = upscaled.shape
+    masks = (hyper @ upscaled.reshape(n, c, h * w)).reshape(n, k, h, w)
+    iou_pred = dec.iou_prediction_head(hs[:, 0])
+    keep = slice(1, None) if prompts.multimask else slice(0, 1)
+    return masks[:, keep], iou_pred[:, keep]
 
 
 def upsample(low_res: torch.Tensor, size: int) -> torch.Tensor:
@@ -79,12 +94,12 @@ def evaluate(sam: Sam, seed: int, n_images: int, min_area: int) -> dict[str, flo
             sample(seed, i, held_out=True) for i in range(start, min(start + EVAL_BATCH, n_images))
         ]
         images = torch.from_numpy(np.stack([image for image, _ in batch]))
-        embeddings = embed(sam, images)
+        embeddings = embed(sam, images.to(next(sam.parameters()).device))
         for (_, labels), embedding in zip(batch, embeddings, strict=True):
             masks = _instances(labels, min_area)
             if masks.shape[0] == 0:
                 continue
-            target = torch.from_numpy(masks[:, None].astype(np.float32))
+            target = torch.from_numpy(masks[:, None].astype(np.float32)).to(embedding.device)
             size = labels.shape[0]
             points = np.array([[center_point(m)] for m in masks], np.float32)
             clicks = Prompts(points, np.ones((len(masks), 1), np.float32), None, multimask=True)
@@ -97,7 +112,7 @@ def evaluate(sam: Sam, seed: int, n_images: int, min_area: int) -> dict[str, flo
             boxed.append(mask_iou(upsample(logits, size), target)[:, 0])
             areas.append(torch.from_numpy(masks.sum(axis=(1, 2))))
     sam.train(was_training)
-    best_all, area_all = torch.cat(best), torch.cat(areas)
+    best_all, area_all = torch.cat(best).cpu(), torch.cat(areas)
     small = area_all < SMALL_AREA
     return {
         "miou_point_best": float(best_all.mean()),

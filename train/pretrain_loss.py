@@ -72,7 +72,7 @@ def sam_loss(
     focal, dice = focal_loss(logits, target), dice_loss(logits, target)
     mask_loss = focal_weight * focal + dice_weight * dice
     chosen = mask_loss.detach().argmin(dim=1)
-    rows = torch.arange(logits.shape[0])
+    rows = torch.arange(logits.shape[0], device=logits.device)
     iou_mse = ((iou_pred - mask_iou(logits.detach(), target)) ** 2).mean(dim=1)
     total = (mask_loss[rows, chosen] + iou_weight * iou_mse).mean()
     return LossParts(
