@@ -139,6 +139,8 @@ def run(params: Params, adapter: Path, out: Path) -> dict[str, Any]:
 
     for stale in ("overlays", "predictions"):  # outputs of a previous run with other cases
         shutil.rmtree(out / stale, ignore_errors=True)
+        # Created even when nothing goes in (overlays_per_case: 0): DVC expects every output.
+        (out / stale).mkdir(parents=True)
     methods = ["prompt_free", "prompted"] + (["zero_shot"] if sam is not None else [])
     results: dict[str, dict[str, list[ClassScore]]] = {m: {} for m in methods}
     for case in track(cases, "evaluate"):

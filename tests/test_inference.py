@@ -238,3 +238,26 @@ def test_predictions_go_back_to_the_source_grid() -> None:
         source_geometry(Volume("c", volume.image, label, np.eye(4), (1.0,) * 3, Path("c")), label)
         is label
     )
+
+
+def test_evaluate_without_overlays_still_creates_every_output(
+    tmp_path: Path, params_dict: dict[str, Any]
+) -> None:
+    """DVC lists reports/overlays as an output: it must exist even when no overlay is asked for."""
+    write_dataset(tmp_path / "data")
+    data = stage_params(params_dict, tmp_path / "data", zero_shot=False)
+    data["evaluate"]["overlays_per_case"] = 0
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    write_adapter(tmp_path / "adapter", parse_params(data), ["liver", "spleen"], ["CT"])
+    out = tmp_path / "reports"
+    (out / "overlays").mkdir(parents=True)
+    (out / "overlays" / "old_z001.png").write_bytes(b"stale")  # from an earlier run
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "run", "-p", str(params_file), "--adapter", str(tmp_path / "adapter"),
+         "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (out / "overlays").is_dir() and not any((out / "overlays").iterdir())
+    assert (out / "predictions").is_dir()
