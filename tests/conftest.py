@@ -13,6 +13,8 @@ from synth.params import Params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["reliability_files"]
+
 
 @pytest.fixture(scope="session")
 def params_dict() -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 import yaml
 from click.testing import Result
@@ -134,3 +135,16 @@ def assert_one_line_error(result: Result, *fragments: str | Path) -> str:
 def listing(folder: Path) -> list[str]:
     """Every path under `folder`, relative, sorted (hidden temporary files included)."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+# Fixtures of the reliability tests (registered by conftest.py's pytest_plugins): each module
+# asks for them with `pytestmark = pytest.mark.usefixtures("one_thread")` and a `world` argument.
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, params_dict: dict[str, Any]) -> World:
+    return make_world(tmp_path_factory.mktemp("world"), params_dict)

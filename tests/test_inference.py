@@ -169,20 +169,26 @@ def write_adapter(folder: Path, params: Any, classes: list[str], channels: list[
     save_adapter(model, folder, config)
 
 
-def test_evaluate_stage_writes_every_report(tmp_path: Path, params_dict: dict[str, Any]) -> None:
-    write_dataset(tmp_path / "data")
-    data = stage_params(params_dict, tmp_path / "data", protocol="strict", zero_shot=True)
+def _evaluate_stage(tmp_path: Path, data: dict[str, Any], out: Path) -> str:
+    """`fewsam evaluate run` with params `data` and a random 2-class adapter; returns its output."""
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(data))
     write_adapter(tmp_path / "adapter", parse_params(data), ["liver", "spleen"], ["CT"])
-    out = tmp_path / "reports"
     result = CliRunner().invoke(
         app,
         ["evaluate", "run", "-p", str(params_file), "--adapter", str(tmp_path / "adapter"),
          "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "mean" in result.output  # the per-class table
+    return result.output
+
+
+def test_evaluate_stage_writes_every_report(tmp_path: Path, params_dict: dict[str, Any]) -> None:
+    write_dataset(tmp_path / "data")
+    data = stage_params(params_dict, tmp_path / "data", protocol="strict", zero_shot=True)
+    out = tmp_path / "reports"
+    output = _evaluate_stage(tmp_path, data, out)
+    assert "mean" in output  # the per-class table
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["protocol"] == "strict" and metrics["cases"] == 2
     assert set(metrics["adapted"]) == {"prompt_free", "prompted"}
@@ -247,17 +253,9 @@ def test_evaluate_without_overlays_still_creates_every_output(
     write_dataset(tmp_path / "data")
     data = stage_params(params_dict, tmp_path / "data", zero_shot=False)
     data["evaluate"]["overlays_per_case"] = 0
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(data))
-    write_adapter(tmp_path / "adapter", parse_params(data), ["liver", "spleen"], ["CT"])
     out = tmp_path / "reports"
     (out / "overlays").mkdir(parents=True)
     (out / "overlays" / "old_z001.png").write_bytes(b"stale")  # from an earlier run
-    result = CliRunner().invoke(
-        app,
-        ["evaluate", "run", "-p", str(params_file), "--adapter", str(tmp_path / "adapter"),
-         "--out", str(out)],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    _evaluate_stage(tmp_path, data, out)
     assert (out / "overlays").is_dir() and not any((out / "overlays").iterdir())
     assert (out / "predictions").is_dir()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +22,12 @@ from reliability_files import (
     assert_one_line_error,
     invoke,
     listing,
-    make_world,
-    torch_threads,
     write_adapter,
     write_params,
     write_scan,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, params_dict: dict[str, Any]) -> World:
-    return make_world(tmp_path_factory.mktemp("world"), params_dict)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- the synthetic set, the base checkpoint, the adapter ---------------------------------------

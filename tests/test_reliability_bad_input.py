@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +23,13 @@ from reliability_files import (
     assert_one_line_error,
     invoke,
     listing,
-    make_world,
-    torch_threads,
     write_params,
 )
 from test_check import FAULTS
 
 from synth.schema import read_exemplars
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, params_dict: dict[str, Any]) -> World:
-    return make_world(tmp_path_factory.mktemp("world"), params_dict)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _extract(params: Path, out: Path, csv: Path) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from reliability_files import (
     cpu_params,
     invoke,
     listing,
-    torch_threads,
     write_adapter,
     write_params,
     write_scan,
@@ -47,10 +45,7 @@ ARTIFACTS = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pipeline(folder: Path, params: Path, root: Path) -> None:

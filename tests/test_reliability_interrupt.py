@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from reliability_files import (
     assert_one_line_error,
     cpu_params,
     invoke,
-    torch_threads,
     write_adapter,
     write_params,
     write_scan,
@@ -49,10 +48,7 @@ FEWSAM = Path(sys.executable).parent / "fewsam"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def temp_files(folder: Path) -> list[Path]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,6 @@ from reliability_files import (
     World,
     assert_one_line_error,
     invoke,
-    make_world,
-    torch_threads,
     write_params,
 )
 from sam_helpers import perturbed_state
@@ -33,16 +30,7 @@ from test_checkpoint import _CreatesFile
 from train.checkpoint import sha256_file
 from train.resume import STATE_FILE, load_state, resume_dir_for
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, params_dict: dict[str, Any]) -> World:
-    return make_world(tmp_path_factory.mktemp("world"), params_dict)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def evil_checkpoint(path: Path, marker: Path) -> Path:
