@@ -14,6 +14,7 @@ resumed from its checkpoint folder ends with the same weights as one that was no
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import multiprocessing
@@ -48,8 +49,8 @@ LOG_FIELDS = ("step", "loss", "focal", "dice", "iou_mse", "lr", "seconds")
 # Settings that do not change the weights, so a run may resume after they change.
 # Device and workers change speed, not the recipe (GPU arithmetic differs in the last bits).
 _NOT_IN_STATE = ("minutes", "eval_images", "eval_every", "save_every", "device", "workers")
-# Steps of generated images kept ready ahead of the training loop when `workers` > 0.
-PREFETCH_STEPS = 4
+# Steps of generated images in flight beyond one per worker when `workers` > 0.
+PREFETCH_EXTRA = 2
 
 
 def lr_at(step: int, p: PretrainParams) -> float:
@@ -98,14 +99,19 @@ def image_batches(
             yield step_images(seed, step, p)
         return
     # spawn, not fork: the parent may already hold CUDA state, which a forked child cannot use.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(p.workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(p.workers, mp_context=multiprocessing.get_context("spawn"))
+    # Enough steps in flight to keep every worker busy; each step's images are held in memory.
+    ahead = p.workers + PREFETCH_EXTRA
+    try:
         pending: dict[int, Future] = {}
         for step in range(first, last):
-            for ahead in range(step, min(last, step + PREFETCH_STEPS * p.workers)):
-                if ahead not in pending:
-                    pending[ahead] = pool.submit(step_images, seed, ahead, p)
+            for later in range(step, min(last, step + ahead)):
+                if later not in pending:
+                    pending[later] = pool.submit(step_images, seed, later, p)
             yield pending.pop(step).result()
+    finally:
+        # Stopped early (budget, interrupt): drop the queued steps instead of generating them.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def train_step(
@@ -264,7 +270,7 @@ def train(
     rows: list[dict[str, float]] = []
     sam.train()
     batches = image_batches(seed, state.step, last, p)
-    with make_progress() as progress:
+    with contextlib.closing(batches), make_progress() as progress:
         task = progress.add_task("pretrain tiny", total=p.steps, completed=state.step)
         while state.step < last and not (budget_s and state.seconds >= budget_s):
             start = time.perf_counter()
@@ -294,7 +300,6 @@ def train(
                 _log(folder, rows, state.step - len(rows))
                 rows = []
             state.seconds += time.perf_counter() - start
-    batches.close()
     save_state(folder, sam, optimizer, state, key)
     _log(folder, rows, state.step - len(rows))
     return state
