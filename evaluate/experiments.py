@@ -12,6 +12,7 @@ be given as absolute paths (`dataset.root`, `model.checkpoint`).
 from __future__ import annotations
 
 import shlex
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,11 @@ def run(
                 f"experiments {', '.join(sorted(taken))} exist on this commit: "
                 "give another --prefix, or --force to replace them"
             )
+    # Queued experiments belong to this commit; the check below finds them there even if the user
+    # commits something else while the queue runs.
+    baseline = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
     for args in commands:
         run_dvc(args, root)
     if not run_now:
@@ -180,7 +186,9 @@ def run(
         return points
     # `--run-all` follows every queued experiment to its end, but exits 0 even when one failed.
     run_dvc(["exp", "run", "--run-all", "--jobs", str(jobs)], root)
-    states = {r.name: r.state for r in read_experiments(root)}
+    states = {
+        r.name: r.state for r in read_experiments(root, all_commits=True) if r.baseline == baseline
+    }
     failed = [p.name for p in points if states.get(p.name) != "success"]
     if failed:
         raise DvcError(
