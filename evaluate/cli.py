@@ -1,4 +1,4 @@
-"""Typer commands of `evaluate` and the top-level `predict`, `grid`, `report`: parsing only."""
+"""Typer commands of `evaluate` and the top-level `predict`: parsing only."""
 
 from __future__ import annotations
 
@@ -44,42 +44,4 @@ def predict(
     from evaluate import predict as predict_stage
 
     for path in predict_stage.run(read_params(params), adapter, input, output, checkpoint):
-        typer.echo(str(path))
-
-
-@expected_errors
-def grid(
-    dataset: str | None = typer.Option(
-        None,
-        help="Protocol whose exemplar counts are used: synapse | brats (default: the params').",
-    ),
-    exemplars: list[int] = typer.Option(
-        [], "--exemplars", help="Exemplar counts instead of the protocol's (repeat the option)."
-    ),
-    set_: list[str] = typer.Option(
-        [], "--set", "-S", help="Extra KEY=VALUE override for every experiment (repeatable)."
-    ),
-    prefix: str | None = typer.Option(None, help="Experiment name prefix (default: the dataset)."),
-    force: bool = typer.Option(False, help="Replace experiments that have the same names."),
-    run: bool = typer.Option(False, "--run", help="Run the queue to its end and wait."),
-    jobs: int = typer.Option(1, min=1, help="Experiments run at once with --run."),
-    dry_run: bool = typer.Option(False, help="Print the `dvc exp run --queue` commands only."),
-) -> None:
-    """Queue the paper's grid as DVC experiments: exemplar counts x synthesis on/off + full set."""
-    from evaluate import experiments
-
-    experiments.run(
-        Path.cwd(), dataset, exemplars, set_, prefix, force, run, jobs, dry_run, typer.echo
-    )
-
-
-@expected_errors
-def report(
-    out: Path = typer.Option(Path("reports"), help="Folder for the table and the plot."),
-    all_commits: bool = typer.Option(False, help="Also experiments of other commits."),
-) -> None:
-    """Collect finished DVC experiments into the paper's table and a DSC-vs-exemplars plot."""
-    from evaluate import paper_report
-
-    for path in paper_report.run(Path.cwd(), out, all_commits):
         typer.echo(str(path))

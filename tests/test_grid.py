@@ -9,7 +9,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from evaluate.experiments import (
+from fewsam.cli import app
+from fewsam.experiments import (
     apply_overrides,
     check_params,
     grid_points,
@@ -17,7 +18,6 @@ from evaluate.experiments import (
     protocol_counts,
     queue_command,
 )
-from fewsam.cli import app
 from synth.errors import ParamsError
 from synth.params import parse_params
 

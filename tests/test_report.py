@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from evaluate import reports
-from evaluate.exp_records import DvcError, ExpRecord, parse_show, read_experiments
-from evaluate.paper_report import (
+from evaluate.protocols import Summary
+from fewsam.exp_records import DvcError, ExpRecord, parse_show, read_experiments
+from fewsam.paper_report import (
     FEWSAM,
     NO_SYNTH,
     ZERO_SHOT,
@@ -19,7 +20,6 @@ from evaluate.paper_report import (
     table_rows,
     write_report,
 )
-from evaluate.protocols import Summary
 from synth.errors import FewsamError
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from evaluate.exp_records import DvcError, read_experiments, run_dvc
+from fewsam.exp_records import DvcError, read_experiments, run_dvc
 from synth.errors import ParamsError
 from synth.params import Params, parse_params
 

@@ -23,7 +23,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from evaluate.exp_records import ExpRecord, read_experiments  # noqa: E402
+from fewsam.exp_records import ExpRecord, read_experiments  # noqa: E402
 from synth.atomic import atomic_path, write_text  # noqa: E402
 from synth.errors import FewsamError  # noqa: E402
 
