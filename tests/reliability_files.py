@@ -121,6 +121,18 @@ def invoke(*args: str | Path) -> Result:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def train_with_checkpoint(tmp: Path, world: World, checkpoint: Path) -> tuple[Result, Path]:
+    """`fewsam train run` on the world's synthetic set with `model.checkpoint` set to
+    `checkpoint`; returns the result and the adapter folder it was asked to write."""
+    data = copy.deepcopy(world.data)
+    data["model"]["checkpoint"] = str(checkpoint)
+    params = write_params(tmp / "params.yaml", data)
+    out = tmp / "adapter"
+    result = invoke("train", "run", "-p", params, "--data", world.synthetic, "--out", out,
+                    "--log", tmp / "log.csv")  # fmt: skip
+    return result, out
+
+
 def assert_one_line_error(result: Result, *fragments: str | Path) -> str:
     """Exit code 2, exactly one `error: ...` line on stderr holding every fragment, no traceback."""
     assert result.exit_code == 2, (result.exit_code, result.output, result.exception)

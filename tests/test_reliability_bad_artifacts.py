@@ -22,6 +22,7 @@ from reliability_files import (
     assert_one_line_error,
     invoke,
     listing,
+    train_with_checkpoint,
     write_adapter,
     write_params,
     write_scan,
@@ -108,12 +109,7 @@ def test_train_refuses_a_checkpoint_of_another_arch(
         torch.save(_fake_vit_b(), ckpt)
     else:
         save_file(_fake_vit_b(), str(ckpt))
-    data = copy.deepcopy(world.data)
-    data["model"]["checkpoint"] = str(ckpt)
-    params = write_params(tmp_path / "params.yaml", data)
-    out = tmp_path / "adapter"
-    result = invoke("train", "run", "-p", params, "--data", world.synthetic, "--out", out,
-                    "--log", tmp_path / "log.csv")  # fmt: skip
+    result, out = train_with_checkpoint(tmp_path, world, ckpt)
     assert_one_line_error(result, ckpt, "do not fit model.arch tiny", "look like vit_b")
     assert not out.exists()
 

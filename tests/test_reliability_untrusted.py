@@ -22,6 +22,7 @@ from reliability_files import (
     World,
     assert_one_line_error,
     invoke,
+    train_with_checkpoint,
     write_params,
 )
 from sam_helpers import perturbed_state
@@ -44,12 +45,7 @@ def evil_checkpoint(path: Path, marker: Path) -> Path:
 def test_checkpoint_payload_through_train_run(tmp_path: Path, world: World) -> None:
     marker = tmp_path / "payload_ran"
     ckpt = evil_checkpoint(tmp_path / "sam.pth", marker)
-    data = copy.deepcopy(world.data)
-    data["model"]["checkpoint"] = str(ckpt)
-    params = write_params(tmp_path / "params.yaml", data)
-    out = tmp_path / "adapter"
-    result = invoke("train", "run", "-p", params, "--data", world.synthetic, "--out", out,
-                    "--log", tmp_path / "log.csv")  # fmt: skip
+    result, out = train_with_checkpoint(tmp_path, world, ckpt)
     assert_one_line_error(result, ckpt, "refused: holds pickled objects other than tensors")
     assert not marker.exists() and not out.exists()
 
