@@ -20,11 +20,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from core.params import LoraParams, ModelParams
 from evaluate.inference import gt_prompts, predict_volume
 from evaluate.protocols import score_case
 from evaluate.zero_shot import zero_shot_volume
-from synth.params import LoraParams, ModelParams
-from train.checkpoint import load_sam
+from train.base_weights import load_sam
 from train.model import build_fewsam
 
 K = 8

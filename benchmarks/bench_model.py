@@ -27,7 +27,7 @@ def one(arch: str, size: int, steps: int, threads: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from synth.params import LoraParams, ModelParams
+    from core.params import LoraParams, ModelParams
     from train.model import build_fewsam
 
     torch.set_num_threads(threads)

@@ -78,7 +78,7 @@ def make_project(work: Path, side: int, z: int) -> dict[str, Path]:
 
     import torch
 
-    from synth.params import parse_params, to_dict
+    from core.params import parse_params, to_dict
     from train.adapter_io import save_adapter
     from train.model import build_fewsam
 

@@ -35,9 +35,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from core.params import Params, load_params
+from core.schema import ExemplarSet, write_exemplars
 from synth import synthesize
-from synth.params import Params, load_params
-from synth.schema import ExemplarSet, write_exemplars
 from synth.synthesize import exemplar_weights, make_sample
 
 CLASSES = ("a", "b", "c", "d", "e", "f", "g", "h")
@@ -199,8 +199,8 @@ import sys
 from pathlib import Path
 from bench_synth import phantom_set, with_synth
 from synth import synthesize
-from synth.params import load_params
-from synth.schema import write_exemplars
+from core.params import load_params
+from core.schema import write_exemplars
 size, samples, workers, tmp = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 write_exemplars(tmp / "ex.h5", phantom_set(size), {"dataset": {"format": "synapse"}})
 params = with_synth(load_params("params.yaml"), samples=samples, workers=workers)

@@ -62,8 +62,8 @@ done
 PROBE=$(cat <<'EOF'
 import csv, dataclasses, shutil, sys
 from pathlib import Path
-from synth.params import load_params
-from train.pretrain import new_model, train
+from core.params import load_params
+from pretrain.loop import new_model, train
 out, budget, probe, device = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 p = load_params(Path("params.yaml")).pretrain
 p = dataclasses.replace(p, steps=10**6, eval_every=0, save_every=1000, device=device)

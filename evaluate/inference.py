@@ -8,7 +8,7 @@ memory does not grow with the number of slices beyond the output itself.
 
 Prompted mode uses the training scheme's prompts taken from the ground truth: per slice and
 present class, `train.points_per_class` points drawn uniformly inside the class. The draw for
-slice z of a case comes from rng([seed, EVALUATE_KEY, crc32(case), z]), so it does not depend on
+slice z of a case comes from rng([seed, streams.EVALUATE, crc32(case), z]), so it does not depend on
 the batch size, on which other cases are evaluated or on their order.
 """
 
@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import streams
 from train.inputs import to_sam_input
 from train.prompts import pad_points, sample_class_points, scale_points
 
 # Stage key of evaluation in the seed derivation.
-EVALUATE_KEY = 4
 
 # z -> (points P x 2 float32 (x, y) pixel-centre coordinates on the slice, classes P int64 1..K)
 PromptFn = Callable[[int], tuple[np.ndarray, np.ndarray]]
@@ -56,7 +56,7 @@ def slice_batches(n: int, batch_size: int) -> Iterator[range]:
 
 def slice_rng(seed: int, case: str, z: int) -> np.random.Generator:
     """The generator of the prompts of slice `z` of `case`."""
-    return np.random.default_rng([seed, EVALUATE_KEY, zlib.crc32(case.encode()), z])
+    return np.random.default_rng([seed, streams.EVALUATE, zlib.crc32(case.encode()), z])
 
 
 def gt_prompts(

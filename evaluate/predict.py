@@ -28,17 +28,17 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from core.atomic import ensure_parent
+from core.device import pick_device
+from core.errors import InputError
+from core.params import Params
+from core.progress import make_progress
+from core.volume import Volume, to_zyx
 from evaluate.inference import predict_volume
 from evaluate.reports import write_nifti
-from synth.atomic import ensure_parent
 from synth.datasets.base import ct_window, percentile_normalize, resize_volume
 from synth.datasets.nifti_io import check_same_grid, read_image
-from synth.errors import InputError
-from synth.params import Params
-from synth.progress import make_progress
-from synth.volume import Volume, to_zyx
 from train.adapter_io import load_adapter, read_adapter_config
-from train.run import pick_device
 
 _NII = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$")
 _INDEX = re.compile(r"^\d{4}$")  # nnU-Net channel suffix

@@ -25,9 +25,9 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
+from core.atomic import atomic_path, write_text  # noqa: E402
+from core.volume import from_zyx  # noqa: E402
 from evaluate.protocols import ClassScore, Summary  # noqa: E402
-from synth.atomic import atomic_path, write_text  # noqa: E402
-from synth.volume import from_zyx  # noqa: E402
 
 ADAPTED = ("prompt_free", "prompted")
 # The adapted mode behind the flat headline keys (`dsc`, `hd95`): prompted with the same one point
@@ -197,7 +197,7 @@ def nifti_bytes(
 ) -> bytes:
     """A label map as NIfTI-1 file bytes with the source affine and header.
 
-    label_zyx: Z x H x W uint8 in the `synth.volume` convention (written back as I x J x K).
+    label_zyx: Z x H x W uint8 in the `core.volume` convention (written back as I x J x K).
     The header keeps the source geometry (qform/sform and their codes, units, description); its
     data type becomes uint8, intensity scaling and display range are cleared.
     """

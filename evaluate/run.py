@@ -24,19 +24,19 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from core.atomic import ensure_parent
+from core.device import pick_device
+from core.errors import InputError
+from core.params import Params
+from core.progress import track
+from core.volume import Volume
 from evaluate import reports
 from evaluate.inference import gt_prompts, predict_volume
 from evaluate.protocols import ClassScore, Summary, score_case, summarize
 from evaluate.zero_shot import zero_shot_volume
-from synth.atomic import ensure_parent
 from synth.datasets import open_dataset
-from synth.errors import InputError
-from synth.params import Params
-from synth.progress import track
-from synth.volume import Volume
 from train.adapter_io import CONFIG_FILE, load_adapter, read_adapter_config
-from train.checkpoint import load_sam
-from train.run import pick_device
+from train.base_weights import load_sam
 
 
 def check_adapter(

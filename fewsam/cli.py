@@ -1,22 +1,18 @@
-"""The `fewsam` console script: the sub-apps of each package under one command."""
+"""The `fewsam` console script: the sub-apps under one command. Nothing imports this module."""
 
 from __future__ import annotations
 
-import evaluate.cli
-import train.cli
-from fewsam import experiments_cli
-from synth.cli import app as synth_app
-from synth.cli import data_app
-from synth.cli_support import new_app
+from core.cli_support import new_app
+from fewsam import cli_data, cli_evaluate, cli_grid, cli_synth, cli_train
 
 app = new_app("Few-exemplar fine-tuning of Segment Anything for medical image segmentation.")
-app.add_typer(data_app, name="data")
-app.add_typer(synth_app, name="synth")
-app.add_typer(train.cli.app, name="train")
-app.add_typer(evaluate.cli.app, name="evaluate")
-app.command("predict")(evaluate.cli.predict)
-app.command("grid")(experiments_cli.grid)
-app.command("report")(experiments_cli.report)
+app.add_typer(cli_data.app, name="data")
+app.add_typer(cli_synth.app, name="synth")
+app.add_typer(cli_train.app, name="train")
+app.add_typer(cli_evaluate.app, name="evaluate")
+app.command("predict")(cli_evaluate.predict)
+app.command("grid")(cli_grid.grid)
+app.command("report")(cli_grid.report)
 
 
 def main() -> None:

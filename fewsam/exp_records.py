@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth.errors import FewsamError
+from core.errors import FewsamError
 
 PARAMS_FILE = "params.yaml"
 METRICS_FILE = "metrics.json"

@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
+from core.errors import ParamsError
+from core.params import Params, parse_params
 from fewsam.exp_records import DvcError, read_experiments, run_dvc
-from synth.errors import ParamsError
-from synth.params import Params, parse_params
 
 # Exemplar counts of the published protocol, per dataset family.
 PROTOCOL_COUNTS: dict[str, tuple[int, ...]] = {

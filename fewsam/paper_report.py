@@ -23,9 +23,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 
+from core.atomic import atomic_path, write_text  # noqa: E402
+from core.errors import FewsamError  # noqa: E402
 from fewsam.exp_records import ExpRecord, read_experiments  # noqa: E402
-from synth.atomic import atomic_path, write_text  # noqa: E402
-from synth.errors import FewsamError  # noqa: E402
 
 ZERO_SHOT, NO_SYNTH, FEWSAM = "zero-shot SAM", "fewsam w/o synthesis", "fewsam"
 DATASET_NAMES = {"synapse": "Synapse", "synapse-npz": "Synapse", "brats": "BraTS 2018"}

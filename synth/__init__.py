@@ -1,8 +1,19 @@
 """Datasets, exemplar extraction and exemplar-guided synthesis (the data half of fewsam).
 
-`app` is the `synth` Typer app, so `typer synth run preview` works as well as `fewsam synth preview`.
+Importing `synth` loads no CLI. The `app` attribute is resolved on first access (PEP 562) so
+that `typer synth run preview` finds the `synth` Typer app, as `fewsam synth preview` does.
 """
 
-from synth.cli import app, data_app
+from typing import Any
 
-__all__ = ["app", "data_app"]
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # only the `typer synth run ...` entry point asks for it
+        from fewsam.cli_synth import app
+
+        return app
+    raise AttributeError(f"module 'synth' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return ["app"]

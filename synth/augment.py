@@ -37,7 +37,7 @@ finally:
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from synth.params import SynthParams  # noqa: E402
+from core.params import SynthParams  # noqa: E402
 
 VERSION = A.__version__
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from core.errors import FewsamError
+from core.params import Params
+from core.progress import track
+from core.volume import Volume
 from synth.datasets import BaseReader, Problem, open_dataset
-from synth.errors import FewsamError
-from synth.params import Params
-from synth.progress import track
-from synth.volume import Volume
 
 __all__ = ["Problem", "find_problems", "iter_volumes", "run"]
 

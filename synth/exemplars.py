@@ -24,15 +24,13 @@ from typing import Literal
 
 import numpy as np
 
-from synth.atomic import ensure_parent, write_text
+from core import streams
+from core.atomic import ensure_parent, write_text
+from core.errors import InputError, ParamsError
+from core.params import Params, to_dict
+from core.schema import ExemplarSet, write_exemplars
 from synth.check import iter_volumes
 from synth.datasets import open_dataset
-from synth.errors import InputError, ParamsError
-from synth.params import Params, to_dict
-from synth.schema import ExemplarSet, write_exemplars
-
-EXEMPLAR_KEY = 1  # stage keys of this stage's random streams
-POOL_KEY = 2
 
 
 def _quotas(n: int, capacity: list[int]) -> list[int]:
@@ -123,7 +121,7 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
         labeled.append(np.flatnonzero(volume.label.reshape(volume.label.shape[0], -1).any(1)))
         depth.append(volume.label.shape[0])
         del volume  # free it before the next case is read
-    rng = np.random.default_rng([params.seed, EXEMPLAR_KEY])
+    rng = np.random.default_rng([params.seed, streams.EXEMPLARS])
     try:
         picks = select_exemplars(labeled, params.exemplars, params.synth.exemplar_strategy, rng)
     except ParamsError as e:  # name the dataset whose labeled slices were counted
@@ -136,7 +134,7 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
             d,
             params.synth.pool_per_case,
             set(mine),
-            np.random.default_rng([params.seed, POOL_KEY, v]),
+            np.random.default_rng([params.seed, streams.POOL, v]),
         )
         for v, (d, mine) in enumerate(zip(depth, by_case, strict=True))
     ]

@@ -11,7 +11,7 @@ One synthetic sample, `make_sample(ex, params, seed, index)`, is a pure function
 4. intensity transforms on the image, last, so that pasted structures and their new background
    share one gamma, one contrast change and one noise field (no seam in the noise statistics).
 
-All randomness of sample i comes from `np.random.default_rng([seed, SYNTH_KEY, i])`, so the set
+All randomness of sample i comes from `np.random.default_rng([seed, streams.SYNTH, i])`, so the set
 is identical whatever the number of worker processes. The file format is `synth.synthetic_store`.
 """
 
@@ -32,16 +32,15 @@ import cv2
 import h5py
 import numpy as np
 
-from synth.atomic import atomic_path
+from core import streams
+from core.atomic import atomic_path
+from core.errors import InputError
+from core.params import Params, SynthParams, to_dict
+from core.progress import make_progress
+from core.schema import ExemplarSet, read_exemplars
 from synth.augment import augmenter
-from synth.errors import InputError
-from synth.params import Params, SynthParams, to_dict
 from synth.paste import paste_structures
-from synth.progress import make_progress
-from synth.schema import ExemplarSet, read_exemplars
 from synth.synthetic_store import EncodedSample, SyntheticWriter, encode
-
-SYNTH_KEY = 21  # stage key in every per-sample seed (unique among the stages' keys)
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ def make_sample(
     if not params.enabled:
         image = ex.image[index].astype(np.float32)
         return Sample(image, ex.label[index].astype(np.uint8), index, -1)
-    rng = np.random.default_rng([seed, SYNTH_KEY, index])
+    rng = np.random.default_rng([seed, streams.SYNTH, index])
     if weights is None:
         weights = exemplar_weights(ex.label)
     chosen = int(rng.choice(len(weights), p=weights))

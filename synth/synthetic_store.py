@@ -1,4 +1,4 @@
-"""Writing `synthetic.h5` (layout in `synth.schema`): samples compressed by the workers, one writer.
+"""Writing `synthetic.h5` (layout in `core.schema`): samples compressed by the workers, one writer.
 
 Each sample is one HDF5 chunk. Compression is gzip level 1 after a byte shuffle, the standard
 HDF5 filters every HDF5 tool reads (lzf is h5py-only). On 512 x 512 CT-like float16 slices it stores
@@ -20,8 +20,8 @@ import cv2
 import h5py
 import numpy as np
 
+from core.schema import SYNTHETIC_KIND
 from synth.augment import VERSION as ALBUMENTATIONS_VERSION
-from synth.schema import SYNTHETIC_KIND
 
 IMAGE_DTYPE = np.dtype("<f2")
 GZIP_LEVEL = 1
@@ -72,7 +72,7 @@ def versions() -> dict[str, str]:
 class SyntheticWriter:
     """An open synthetic set of `length` samples of C x H x W; `finish` marks it complete.
 
-    Write to a temporary path (`synth.atomic.atomic_path`): a file is valid only once `finish`
+    Write to a temporary path (`core.atomic.atomic_path`): a file is valid only once `finish`
     has set `complete = 1` and the path has been renamed.
     """
 

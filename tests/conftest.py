@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from synth.params import Params, parse_params
+from core.params import Params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 

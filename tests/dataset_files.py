@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import yaml
 
-from synth.volume import from_zyx
+from core.volume import from_zyx
 
 SHAPE = (6, 16, 16)  # Z x H x W
 SPACING = (2.5, 0.8, 0.8)  # Z, H, W in mm

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.schema import ExemplarSet, write_exemplars
+from core.schema import ExemplarSet, write_exemplars
 
 CLASSES = ("disc", "square", "bar")
 

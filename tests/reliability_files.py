@@ -26,9 +26,9 @@ from exemplar_sets import exemplar_set, write_exemplar_set
 from synthetic_sets import bright_squares
 from typer.testing import CliRunner
 
+from core.params import parse_params, to_dict
 from fewsam.cli import app
 from synth.datasets.synapse import CLASSES
-from synth.params import parse_params, to_dict
 from train.adapter_io import save_adapter
 from train.model import build_fewsam
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from synth.params import LoraParams
+from core.params import LoraParams
 from train.sam_registry import build_sam
 
 LORA = LoraParams(rank=4, alpha=8.0, dropout=0.0, encoder=True, decoder=True)

@@ -1,4 +1,4 @@
-"""Small `synthetic.h5` files written in code for the training tests (schema: synth.schema)."""
+"""Small `synthetic.h5` files written in code for the training tests (schema: core.schema)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from synth.schema import SYNTHETIC_KIND
+from core.schema import SYNTHETIC_KIND
 
 
 def write_synthetic(

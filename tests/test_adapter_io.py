@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from sam_helpers import LORA, write_checkpoint
 
-from synth.errors import InputError
-from synth.params import ModelParams
+from core.errors import InputError
+from core.params import ModelParams
 from train.adapter_io import load_adapter, save_adapter
-from train.checkpoint import sha256_file
+from train.base_weights import sha256_file
 from train.model import FewSam, build_fewsam, trainable_state_dict
 
 SIZE = 64

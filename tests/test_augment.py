@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from core.params import Params, SynthParams
 from synth.augment import Augmenter
-from synth.params import Params, SynthParams
 
 NO_AUG = dict(
     affine_prob=0.0,

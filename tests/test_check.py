@@ -21,9 +21,9 @@ from dataset_files import (
 )
 from typer.testing import CliRunner
 
+from core.errors import InputError
 from fewsam.cli import app
 from synth.datasets.nifti_io import read_image
-from synth.errors import InputError
 
 IMG = "img/img0006.nii.gz"
 LABEL = "label/label0006.nii.gz"

@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 from sam_helpers import perturbed_state, write_checkpoint
 from segment_anything.modeling.image_encoder import get_rel_pos
 
-from synth.errors import InputError
+from core.errors import InputError
 from train import sam_registry
-from train.checkpoint import describe_arch, load_sam, sha256_file
+from train.base_weights import describe_arch, load_sam, sha256_file
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])

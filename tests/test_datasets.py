@@ -18,11 +18,11 @@ from dataset_files import (
     make_synapse_npz,
 )
 
+from core.errors import InputError
+from core.params import Params
 from synth.datasets import open_dataset
 from synth.datasets.base import seeded_split
 from synth.datasets.synapse import BTCV_TO_8, TEST_IDS, TRAIN_IDS
-from synth.errors import InputError
-from synth.params import Params
 
 
 def _reader(params: Params, fmt: str, root: Path, **changes: object):

@@ -21,7 +21,7 @@ import hashlib, os, sys
 import torch
 torch.set_num_threads(1)
 from pathlib import Path
-from synth.params import load_params
+from core.params import load_params
 from train.model import trainable_state_dict
 from train.run import run
 

@@ -12,11 +12,11 @@ import pytest
 from conftest import replace_section
 from dataset_files import make_synapse, write_nifti
 
+from core.errors import ParamsError
+from core.params import Params
+from core.schema import read_exemplars
 from synth import exemplars
-from synth.errors import ParamsError
 from synth.exemplars import select_exemplars, select_pool
-from synth.params import Params
-from synth.schema import read_exemplars
 
 TEN = [list(range(10, 20))] * 18  # 18 volumes, labeled slices 10..19
 

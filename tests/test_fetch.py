@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from core.errors import InputError
 from fewsam.cli import app
-from synth.errors import InputError
 from train.fetch import OFFICIAL_FILES, fetch_weights
 
 PAYLOAD = bytes(range(256)) * 9000  # 2.3 MB: several read chunks

@@ -9,6 +9,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from core.errors import ParamsError
+from core.params import parse_params
 from fewsam.cli import app
 from fewsam.experiments import (
     apply_overrides,
@@ -18,8 +20,6 @@ from fewsam.experiments import (
     protocol_counts,
     queue_command,
 )
-from synth.errors import ParamsError
-from synth.params import parse_params
 
 
 def test_grid_points_pair_every_count_with_synthesis_on_and_off_then_the_full_set() -> None:

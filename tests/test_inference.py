@@ -14,10 +14,10 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from core.params import LoraParams, ModelParams, parse_params
 from evaluate.inference import gt_prompts, predict_volume
 from evaluate.protocols import score_case
 from fewsam.cli import app
-from synth.params import LoraParams, ModelParams, parse_params
 from train.adapter_io import save_adapter
 from train.model import build_fewsam
 
@@ -156,7 +156,7 @@ def stage_params(params_dict: dict[str, Any], root: Path, **evaluate: Any) -> di
 
 
 def write_adapter(folder: Path, params: Any, classes: list[str], channels: list[str]) -> None:
-    from synth.params import to_dict
+    from core.params import to_dict
 
     torch.manual_seed(0)
     model = build_fewsam(params.model, params.lora, len(classes))
@@ -228,8 +228,8 @@ def test_evaluate_refuses_adapter_of_other_classes(
 def test_predictions_go_back_to_the_source_grid() -> None:
     # A reader with dataset.slice_size resizes slices but keeps the source header: 40 x 36 (W x H)
     # source, 32 x 32 slices. A label map on the 32 px grid is written on the 36 x 40 grid.
+    from core.volume import Volume
     from evaluate.run import source_geometry
-    from synth.volume import Volume
 
     header = nib.Nifti1Header()
     header.set_data_shape((40, 36, 3))

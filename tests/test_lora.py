@@ -12,8 +12,8 @@ from peft.tuners.lora import LoraLayer
 from sam_helpers import LORA
 from typer.testing import CliRunner
 
+from core.params import ModelParams, Params
 from fewsam.cli import app
-from synth.params import ModelParams, Params
 from train.lora import apply_lora, count_lora_modules
 from train.model import build_fewsam, trainable_state_dict
 from train.sam_registry import build_sam

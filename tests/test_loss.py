@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synth.params import LossParams
+from core.params import LossParams
 from train.loss import segmentation_loss
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from sam_helpers import LORA, write_checkpoint
 
-from synth.params import ModelParams
-from train.checkpoint import load_sam
+from core.params import ModelParams
+from train.base_weights import load_sam
 from train.model import FewSam, build_fewsam, trainable_state_dict
 from train.prompts import pad_points
 

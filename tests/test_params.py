@@ -12,8 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from synth.errors import ParamsError
-from synth.params import Params, load_params, parse_params, to_dict
+from core.errors import ParamsError
+from core.params import Params, fingerprint, load_params, parse_params, to_dict
 
 
 def _with(params_dict: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
@@ -113,7 +113,11 @@ def test_missing_params_file(tmp_path: Path) -> None:
     assert "nope.yaml: not found" in result.output
 
 
-def test_section_hash_is_stable_and_sensitive(params: Params) -> None:
+def test_fingerprint_is_stable_and_sensitive(params: Params) -> None:
     other = dataclasses.replace(params, seed=params.seed + 1)
-    assert params.section_hash("synth") == other.section_hash("synth")
-    assert params.section_hash("seed", "synth") != other.section_hash("seed", "synth")
+    assert fingerprint(params.synth) == fingerprint(other.synth)
+    assert fingerprint({"seed": params.seed, "synth": params.synth}) != fingerprint(
+        {"seed": other.seed, "synth": other.synth}
+    )
+    # Key order does not matter; the hash is of the canonical JSON.
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": (1, 2), "a": 1})

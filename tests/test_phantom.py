@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from conftest import replace_section
 
-from synth import phantom
+from core import streams
+from core.params import Params
+from core.volume import to_zyx
+from phantom import generate as phantom
+from phantom.abdomen import abdomen_case
+from phantom.brain import brain_case
 from synth.check import find_problems
 from synth.datasets import open_dataset
-from synth.params import Params
-from synth.phantom_abdomen import abdomen_case
-from synth.phantom_brain import brain_case
-from synth.volume import to_zyx
 
 
 @pytest.fixture
@@ -122,5 +123,5 @@ def test_voxel_arrays_follow_the_volume_convention(small: Params, tmp_path: Path
     phantom.run(small, tmp_path)
     raw = np.asarray(nib.load(tmp_path / "synapse" / "label" / "label0005.nii.gz").dataobj)
     label = to_zyx(raw)
-    rng = np.random.default_rng([small.seed, phantom.PHANTOM_KEY, 0, 5])
+    rng = np.random.default_rng([small.seed, streams.PHANTOM, 0, 5])
     np.testing.assert_array_equal(label, abdomen_case(rng, 48, 16)[1])

@@ -13,9 +13,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from core.params import LoraParams, ModelParams, parse_params, to_dict
 from evaluate.predict import Scan, find_scans, read_scan
 from fewsam.cli import app
-from synth.params import LoraParams, ModelParams, parse_params, to_dict
 from train.adapter_io import save_adapter
 from train.model import build_fewsam
 

@@ -12,20 +12,20 @@ import pytest
 import torch
 from scipy import ndimage
 
-from synth.errors import InputError
-from synth.params import Params, PretrainParams
-from train.checkpoint import load_sam
-from train.pretrain import lr_at, new_model, run, train
-from train.pretrain_eval import decode, embed
-from train.pretrain_loss import dice_loss, focal_loss, mask_iou, sam_loss
-from train.pretrain_prompts import (
+from core.errors import InputError
+from core.params import Params, PretrainParams
+from pretrain.loop import lr_at, new_model, run, train
+from pretrain.loss import dice_loss, focal_loss, mask_iou, sam_loss
+from pretrain.prompts import (
     Prompts,
     center_point,
     corrective_prompts,
     initial_prompts,
     pick_instances,
 )
-from train.pretrain_shapes import MIN_AREA, sample
+from pretrain.scoring import decode, embed
+from pretrain.shapes import MIN_AREA, sample
+from train.base_weights import load_sam
 
 
 def _small(params: Params, **changes: object) -> PretrainParams:

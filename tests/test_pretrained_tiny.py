@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from train.checkpoint import load_sam
-from train.pretrain_eval import decode, embed, upsample
-from train.pretrain_loss import mask_iou
-from train.pretrain_prompts import Prompts
+from pretrain.loss import mask_iou
+from pretrain.prompts import Prompts
+from pretrain.scoring import decode, embed, upsample
+from train.base_weights import load_sam
 from train.sam_registry import build_sam
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "base" / "tiny_sam.safetensors"

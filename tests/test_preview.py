@@ -9,11 +9,13 @@ from conftest import REPO, replace_section
 from exemplar_sets import exemplar_set, write_exemplar_set
 from typer.testing import CliRunner
 
+from core.errors import InputError
+from fewsam import preview
+from fewsam import synth_stats as stats
 from fewsam.cli import app
-from synth import preview, stats, synthesize
-from synth.errors import InputError
-from synth.preview import select_indices
-from synth.stats import count_classes
+from fewsam.preview import select_indices
+from fewsam.synth_stats import count_classes
+from synth import synthesize
 
 
 def is_png(path) -> bool:

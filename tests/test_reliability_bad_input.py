@@ -27,7 +27,7 @@ from reliability_files import (
 )
 from test_check import FAULTS
 
-from synth.schema import read_exemplars
+from core.schema import read_exemplars
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

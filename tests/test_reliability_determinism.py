@@ -26,8 +26,8 @@ from reliability_files import (
     write_scan,
 )
 
+from core.params import parse_params
 from evaluate import predict
-from synth.params import parse_params
 
 # Every file whose bytes must repeat, relative to a run's folder.
 ARTIFACTS = (

@@ -35,10 +35,10 @@ from reliability_files import (
 from safetensors.torch import load_file
 from synthetic_sets import bright_squares
 
-from synth.atomic import clean_stale, write_text
-from synth.errors import InputError
-from synth.params import parse_params
-from synth.schema import read_synthetic_info
+from core.atomic import clean_stale, write_text
+from core.errors import InputError
+from core.params import parse_params
+from core.schema import read_synthetic_info
 from train.resume import STATE_FILE, resume_dir_for
 from train.run import run as train_run
 

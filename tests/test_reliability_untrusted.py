@@ -1,7 +1,7 @@
 """Files handed to fewsam are data, never code: pickles with a payload are refused, not run.
 
 The payload is a pickled object whose unpickling calls `open(marker, "w")`, creating a file: if
-the marker exists afterwards, the pickle ran. Covered elsewhere: `train.checkpoint.load_sam` on
+the marker exists afterwards, the pickle ran. Covered elsewhere: `train.base_weights.load_sam` on
 such a `.pth` (test_checkpoint.test_pickle_payload_does_not_execute) and `yaml.safe_load` of a
 params file with a python tag (test_params.test_yaml_is_read_safely).
 """
@@ -28,7 +28,7 @@ from reliability_files import (
 from sam_helpers import perturbed_state
 from test_checkpoint import _CreatesFile
 
-from train.checkpoint import sha256_file
+from train.base_weights import sha256_file
 from train.resume import STATE_FILE, load_state, resume_dir_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from core.errors import FewsamError
 from evaluate import reports
 from evaluate.protocols import Summary
 from fewsam.exp_records import DvcError, ExpRecord, parse_show, read_experiments
@@ -20,7 +21,6 @@ from fewsam.paper_report import (
     table_rows,
     write_report,
 )
-from synth.errors import FewsamError
 
 
 def _rev(sha: str, name: str | None, time: str, params: dict, metrics: dict | None) -> dict:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import replace_section
 
-from synth.params import Params, TrainParams
+from core.params import Params, TrainParams
 from train.schedule import lr_at, make_optimizer
 
 

@@ -16,9 +16,9 @@ import pytest
 from conftest import REPO, replace_section
 from exemplar_sets import CLASSES, exemplar_set, write_exemplar_set
 
+from core.errors import InputError
+from core.schema import read_synthetic_info
 from synth import synthesize
-from synth.errors import InputError
-from synth.schema import read_synthetic_info
 from synth.synthesize import exemplar_weights, make_sample
 from synth.synthetic_store import SyntheticWriter
 
@@ -151,7 +151,7 @@ import sys
 from pathlib import Path
 from conftest import replace_section
 from synth import synthesize
-from synth.params import load_params
+from core.params import load_params
 params = replace_section(load_params(sys.argv[1]), "synth", samples=100000, workers=2)
 synthesize.run(params, Path(sys.argv[2]), Path(sys.argv[3]))
 """

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from synthetic_sets import write_synthetic
 
-from synth.errors import InputError
+from core.errors import InputError
 from train.data import StepBatchSampler, SyntheticSlices, make_loader, prompt_free
 from train.inputs import resize_label, to_sam_input
 

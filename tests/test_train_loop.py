@@ -14,7 +14,7 @@ from conftest import REPO
 from safetensors.torch import load_file
 from synthetic_sets import bright_squares
 
-from synth.params import Params, parse_params
+from core.params import Params, parse_params
 from train.resume import STATE_FILE, resume_dir_for
 from train.run import run
 

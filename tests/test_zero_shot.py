@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evaluate.zero_shot import assemble, interior_point, interior_points, zero_shot_volume
-from train.checkpoint import load_sam
+from train.base_weights import load_sam
 
 
 def test_interior_point_is_the_centre_of_the_thickest_part() -> None:

@@ -18,10 +18,10 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from synth.atomic import plain_mode
-from synth.errors import InputError, ParamsError
-from synth.params import LoraParams, ModelParams
-from train.checkpoint import sha256_file
+from core.atomic import plain_mode
+from core.errors import InputError, ParamsError
+from core.params import LoraParams, ModelParams
+from train.base_weights import sha256_file
 from train.model import FewSam, build_fewsam, trainable_state_dict, unwrap
 
 ADAPTER_FILE = "adapter.safetensors"

@@ -5,10 +5,10 @@ never from worker ids or global state, so the batches are the same whatever `tra
 is, however many processes share the work, and after resuming at any step:
 
 - order: the sample stream is a concatenation of permutations, epoch e shuffled by
-  rng([seed, TRAIN_KEY, SHUFFLE, e]); step s of rank r (of R) takes stream positions
+  rng([seed, streams.TRAIN, streams.TRAIN_SHUFFLE, e]); step s of rank r (of R) takes stream positions
   [(s R + r) B, (s R + r + 1) B), so a run can start at any step without replaying earlier ones;
-- prompts: the points of sample i in epoch e come from rng([seed, TRAIN_KEY, PROMPTS, e, i]);
-- prompt dropout: step s is prompt-free when rng([seed, TRAIN_KEY, DROPOUT, s]) draws below
+- prompts: the points of sample i in epoch e come from rng([seed, streams.TRAIN, streams.TRAIN_PROMPTS, e, i]);
+- prompt dropout: step s is prompt-free when rng([seed, streams.TRAIN, streams.TRAIN_DROPOUT, s]) draws below
   `train.prompt_dropout` (the same answer on every rank).
 """
 
@@ -24,14 +24,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from synth.errors import InputError
-from synth.schema import SyntheticInfo, read_synthetic_info
+from core import streams
+from core.errors import InputError
+from core.schema import SyntheticInfo, read_synthetic_info
 from train.inputs import resize_label, to_sam_input
 from train.prompts import pad_points, sample_class_points
-
-# Stage key of training in the seed derivation, and sub-keys of its random streams.
-TRAIN_KEY = 3
-SHUFFLE, PROMPTS, DROPOUT = 0, 1, 2
 
 SampleKey = tuple[int, int]  # (epoch, index into synthetic.h5)
 
@@ -106,7 +103,7 @@ class SyntheticSlices(Dataset[Sample]):
             raise InputError(self.info.path, f"sample {index} has label ids above the classes")
         x = to_sam_input(image[None], self.input_size)[0]
         y = resize_label(torch.from_numpy(label[None]), self.input_size)[0]
-        rng = np.random.default_rng([self.seed, TRAIN_KEY, PROMPTS, epoch, index])
+        rng = np.random.default_rng([self.seed, streams.TRAIN, streams.TRAIN_PROMPTS, epoch, index])
         points, classes = sample_class_points(
             y.numpy(), self.num_classes, self.points_per_class, rng
         )
@@ -146,7 +143,7 @@ class StepBatchSampler(Sampler[list[SampleKey]]):
     def _order(self, epoch: int) -> np.ndarray:
         # Positions only increase, so remembering the last epoch's permutation is enough.
         if self._epoch != epoch:
-            rng = np.random.default_rng([self.seed, TRAIN_KEY, SHUFFLE, epoch])
+            rng = np.random.default_rng([self.seed, streams.TRAIN, streams.TRAIN_SHUFFLE, epoch])
             self._epoch, self._permutation = epoch, rng.permutation(self.length)
         return self._permutation
 
@@ -169,7 +166,10 @@ class StepBatchSampler(Sampler[list[SampleKey]]):
 
 def prompt_free(seed: int, step: int, prompt_dropout: float) -> bool:
     """Whether step `step` trains without prompts (same on every rank and after resuming)."""
-    return bool(np.random.default_rng([seed, TRAIN_KEY, DROPOUT, step]).random() < prompt_dropout)
+    return bool(
+        np.random.default_rng([seed, streams.TRAIN, streams.TRAIN_DROPOUT, step]).random()
+        < prompt_dropout
+    )
 
 
 def make_loader(

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from rich.progress import DownloadColumn, TransferSpeedColumn
 
-from synth.atomic import atomic_path
-from synth.errors import InputError
-from synth.progress import make_progress
-from train.checkpoint import sha256_file
+from core.atomic import atomic_path
+from core.errors import InputError
+from core.progress import make_progress
+from train.base_weights import sha256_file
 
 OFFICIAL_URL_BASE = "https://dl.fbaipublicfiles.com/segment_anything"
 OFFICIAL_FILES: dict[str, tuple[str, str]] = {

@@ -21,27 +21,29 @@ import torch.distributed as dist
 from rich.progress import TextColumn
 from torch.nn.parallel import DistributedDataParallel
 
-from synth.atomic import ensure_parent
-from synth.errors import InputError
-from synth.params import Params, to_dict
-from synth.progress import make_progress
+from core import streams
+from core.atomic import ensure_parent
+from core.errors import InputError
+from core.params import Params, to_dict
+from core.progress import make_progress
 from train.adapter_io import save_adapter
-from train.checkpoint import sha256_file
-from train.data import TRAIN_KEY, StepBatchSampler, SyntheticSlices, make_loader, prompt_free
+from train.base_weights import sha256_file
+from train.context import Context
+from train.data import StepBatchSampler, SyntheticSlices, make_loader, prompt_free
 from train.loss import segmentation_loss
 from train.model import FewSam, build_fewsam, trainable_state_dict
 from train.resume import clear_state, load_state, resume_dir_for, run_hash, save_state, write_log
-from train.run import Context
 from train.schedule import lr_at, make_optimizer
 
-TORCH_SEED = 3  # sub-key of TRAIN_KEY: the torch generator of each step (LoRA dropout)
 LOG_FLUSH_SECONDS = 30.0
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
     """Torch seed of one step on one rank: resuming at any step replays the same draws."""
     return int(
-        np.random.SeedSequence([seed, TRAIN_KEY, TORCH_SEED, rank, step]).generate_state(1)[0]
+        np.random.SeedSequence(
+            [seed, streams.TRAIN, streams.TRAIN_TORCH, rank, step]
+        ).generate_state(1)[0]
     )
 
 

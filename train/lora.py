@@ -18,7 +18,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from segment_anything.modeling import Sam
 
-from synth.params import LoraParams
+from core.params import LoraParams
 
 ENCODER_TARGETS = r"image_encoder\.blocks\.\d+\.attn\.qkv"
 DECODER_TARGETS = r"mask_decoder\.transformer\.(.+\.)?(q_proj|k_proj|v_proj|out_proj)"

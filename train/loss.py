@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from synth.params import LossParams
+from core.params import LossParams
 
 # Keeps the ratio defined for a class absent from both prediction and target (Dice -> 1, loss 0).
 DICE_SMOOTH = 1e-5

@@ -20,8 +20,8 @@ from segment_anything.modeling import MaskDecoder, Sam
 from segment_anything.modeling.mask_decoder import MLP
 from torch import Tensor, nn
 
-from synth.params import LoraParams, ModelParams
-from train.checkpoint import load_sam
+from core.params import LoraParams, ModelParams
+from train.base_weights import load_sam
 from train.decoder_transformer import run_transformer
 from train.lora import apply_lora
 from train.prompts import PAD_LABEL

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -28,8 +26,8 @@ from typing import Any
 
 import torch
 
-from synth.atomic import atomic_path
-from synth.params import Params, to_dict
+from core.atomic import atomic_path
+from core.params import Params, fingerprint, to_dict
 
 STATE_FILE = "state.pt"
 LOG_FIELDS = ("step", "loss", "ce", "dice", "lr", "seconds")
@@ -53,7 +51,7 @@ def run_hash(params: Params, data_sha256: str, checkpoint_sha256: str | None) ->
         "data_sha256": data_sha256,
         "checkpoint_sha256": checkpoint_sha256,
     }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint(blob)
 
 
 def save_state(

@@ -65,7 +65,7 @@ def build_sam(arch: str, input_size: int | None = None) -> Sam:
     """A randomly initialized SAM of size `arch` for square inputs of side `input_size`.
 
     `input_size` defaults to the arch's native size; it must be a multiple of the patch size.
-    Weights are loaded separately (train.checkpoint), which interpolates position tables when the
+    Weights are loaded separately (train.base_weights), which interpolates position tables when the
     input size differs from the checkpoint's.
     """
     if arch not in ARCHS:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
-from synth.params import TrainParams
+from core.params import TrainParams
 
 
 def lr_at(step: int, params: TrainParams) -> float:

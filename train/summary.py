@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from synth.params import Params
+from core.params import Params
 from train.lora import count_lora_modules
 from train.model import FewSam, build_fewsam
 

@@ -1,4 +1,4 @@
-"""Dataset readers: one per `dataset.format`, each returning `synth.volume.Volume`s.
+"""Dataset readers: one per `dataset.format`, each returning `core.volume.Volume`s.
 
     open_dataset(params.dataset, params.seed) -> reader
     reader.cases("train" | "test") -> sorted case ids
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.params import DatasetParams
 from synth.datasets.base import BaseReader, Problem
-from synth.params import DatasetParams
 
 __all__ = ["BaseReader", "Problem", "open_dataset"]
 

@@ -16,12 +16,12 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from synth.errors import InputError
-from synth.volume import Volume
+from core import streams
+from core.errors import InputError
+from core.volume import Volume
 
 T = TypeVar("T")
 SPLITS = ("train", "test")
-SPLIT_KEY = 101  # stage key of the seeded train/test split
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def seeded_split(cases: list[str], test_fraction: float, seed: int) -> dict[str,
     n = len(ordered)
     assert n >= 2, "caller checks there are two cases"
     n_test = min(n - 1, max(1, round(n * test_fraction)))
-    order = np.random.default_rng([seed, SPLIT_KEY]).permutation(n)
+    order = np.random.default_rng([seed, streams.SPLIT]).permutation(n)
     test = sorted(ordered[i] for i in order[:n_test])
     train = sorted(ordered[i] for i in order[n_test:])
     return {"train": train, "test": test}

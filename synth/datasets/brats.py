@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import InputError
+from core.params import DatasetParams
+from core.volume import Volume, to_zyx
 from synth.datasets.base import (
     BaseReader,
     Problem,
@@ -28,9 +31,6 @@ from synth.datasets.nifti_io import (
     read_image,
     read_label,
 )
-from synth.errors import InputError
-from synth.params import DatasetParams
-from synth.volume import Volume, to_zyx
 
 GRADES = ("HGG", "LGG")
 MODALITIES = ("flair", "t1", "t1ce", "t2")

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import InputError
+from core.params import DatasetParams
+from core.volume import Volume, to_zyx
 from synth.datasets.base import (
     BaseReader,
     Problem,
@@ -32,9 +35,6 @@ from synth.datasets.base import (
     seeded_split,
 )
 from synth.datasets.nifti_io import check_label_ids, check_same_grid, read_image, read_label
-from synth.errors import InputError
-from synth.params import DatasetParams
-from synth.volume import Volume, to_zyx
 
 _NII = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$")
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")

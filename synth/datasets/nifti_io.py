@@ -1,7 +1,7 @@
 """Reading NIfTI files with the checks real data needs; every failure is an InputError naming it.
 
 Arrays stay in the NIfTI axis order here (`I x J x K`); readers convert them with
-`synth.volume.to_zyx`. Checks: unreadable, truncated or non-NIfTI files, 4D data where a 3D volume
+`core.volume.to_zyx`. Checks: unreadable, truncated or non-NIfTI files, 4D data where a 3D volume
 is expected, NaN/inf voxels, labels that are not whole numbers, label ids outside a declared set,
 and an image/label pair whose shape or affine differ.
 """
@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from synth.errors import InputError
+from core.errors import InputError
 
 # What nibabel raises on damaged files: bad gzip streams, short reads, bad headers.
 _READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error, struct.error)
@@ -43,7 +43,7 @@ class NiftiVolume:
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
-        """Voxel size in mm along (Z, H, W) of `synth.volume`: (K, J, I)."""
+        """Voxel size in mm along (Z, H, W) of `core.volume`: (K, J, I)."""
         i, j, k = self.zooms
         return (k, j, i)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import InputError
+from core.params import DatasetParams
+from core.volume import Volume, to_zyx
 from synth.datasets.base import BaseReader, Problem, collect, ct_window, require_root
 from synth.datasets.nifti_io import check_label_ids, check_same_grid, read_image, read_label
-from synth.errors import InputError
-from synth.params import DatasetParams
-from synth.volume import Volume, to_zyx
 
 CLASSES = (
     "spleen",

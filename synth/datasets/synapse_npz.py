@@ -18,11 +18,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from core.errors import InputError
+from core.params import DatasetParams
+from core.volume import Volume
 from synth.datasets.base import BaseReader, Problem, collect, require_root
 from synth.datasets.synapse import CLASSES
-from synth.errors import InputError
-from synth.params import DatasetParams
-from synth.volume import Volume
 
 _SLICE = re.compile(r"^(case\d{4})_slice(\d+)\.npz$")
 _VOLUME = re.compile(r"^(case\d{4})\.npy\.h5$")

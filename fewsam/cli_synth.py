@@ -1,4 +1,5 @@
-"""Typer commands of the `data` and `synth` sub-apps: argument parsing only, work is in stages."""
+"""Typer commands of the `synth` sub-app: argument parsing only, the work is in `synth` and the
+previews in `fewsam.preview` / `fewsam.synth_stats`."""
 
 from __future__ import annotations
 
@@ -6,34 +7,9 @@ from pathlib import Path
 
 import typer
 
-from synth.cli_support import PARAMS_OPTION, expected_errors, new_app, read_params
+from core.cli_support import PARAMS_OPTION, expected_errors, new_app, read_params
 
-data_app = new_app("Datasets: write the phantom default, validate a dataset.")
 app = new_app("Exemplars and exemplar-guided synthesis.")
-
-
-@data_app.command("phantom")
-@expected_errors
-def data_phantom(
-    params: Path = PARAMS_OPTION,
-    out: Path = typer.Option(Path("data/phantom"), help="Folder for the phantom datasets."),
-) -> None:
-    """Write deterministic phantom scans in the Synapse and BraTS layouts."""
-    from synth import phantom
-
-    phantom.run(read_params(params), out)
-
-
-@data_app.command("check")
-@expected_errors
-def data_check(
-    params: Path = PARAMS_OPTION,
-    root: Path | None = typer.Option(None, help="Dataset folder (default: dataset.root)."),
-) -> None:
-    """Validate the configured dataset; every problem is listed with its file."""
-    from synth import check
-
-    check.run(read_params(params), root)
 
 
 @app.command("extract")
@@ -77,7 +53,7 @@ def synth_preview(
     exemplars: Path = typer.Option(Path("data/exemplars.h5"), help="Exemplars HDF5."),
 ) -> None:
     """Render synthetic samples next to their exemplars, labels overlaid, as a PNG grid."""
-    from synth import preview
+    from fewsam import preview
 
     written = preview.run(read_params(params), exemplars, synthetic, out, n, seed)
     typer.echo(f"wrote {written}")
@@ -90,6 +66,6 @@ def synth_stats(
     synthetic: Path = typer.Option(Path("data/synthetic.h5"), help="Synthetic set HDF5."),
 ) -> None:
     """Per class: slices and pixels carrying it, in the exemplars and in the synthetic set."""
-    from synth import stats
+    from fewsam import synth_stats as stats
 
     typer.echo(stats.run(exemplars, synthetic))

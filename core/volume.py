@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -52,19 +51,3 @@ class Volume:
         if self.label is not None:
             assert self.label.shape == self.image.shape[1:], (self.label.shape, self.image.shape)
             assert self.label.dtype == np.uint8
-
-
-class Reader(Protocol):
-    """A dataset: named cases split into train and test, each loadable as a `Volume`."""
-
-    root: Path
-    classes: tuple[str, ...]  # class names for ids 1..K (background excluded)
-    channels: tuple[str, ...]  # input channel names, e.g. ("CT",) or ("flair", "t1ce", "t2")
-
-    def cases(self, split: str) -> list[str]:
-        """Case ids of `split` ("train" or "test"), sorted."""
-        ...
-
-    def load(self, case: str) -> Volume:
-        """Read, validate and normalize one case; raises InputError naming the bad file."""
-        ...

@@ -27,8 +27,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from synth.atomic import atomic_path
-from synth.errors import InputError
+from core.atomic import atomic_path
+from core.errors import InputError
 
 EXEMPLARS_KIND = "fewsam-exemplars"
 SYNTHETIC_KIND = "fewsam-synthetic"

@@ -23,17 +23,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from core import streams
+from core.errors import InputError
+from core.params import Params, PhantomParams
+from core.progress import track
+from core.volume import from_zyx
+from phantom.abdomen import abdomen_case
+from phantom.abdomen import voxel_size_mm as abdomen_voxel
+from phantom.brain import MODALITIES, brain_case
+from phantom.brain import voxel_size_mm as brain_voxel
 from synth.datasets.synapse import TEST_IDS, TRAIN_IDS
-from synth.errors import InputError
-from synth.params import Params, PhantomParams
-from synth.phantom_abdomen import abdomen_case
-from synth.phantom_abdomen import voxel_size_mm as abdomen_voxel
-from synth.phantom_brain import MODALITIES, brain_case
-from synth.phantom_brain import voxel_size_mm as brain_voxel
-from synth.progress import track
-from synth.volume import from_zyx
 
-PHANTOM_KEY = 11  # stage key of the phantom's random streams
 HGG_FRACTION = 0.74  # share of high-grade cases in BraTS 2018 (210 of 285)
 
 
@@ -80,7 +80,7 @@ def _write_synapse(p: PhantomParams, seed: int, folder: Path) -> None:
     shape = (p.synapse_slices, p.synapse_size, p.synapse_size)
     affine = lps_affine(abdomen_voxel(p.synapse_size, p.synapse_slices), shape)
     for n in track(synapse_numbers(p.synapse_cases), "phantom synapse"):
-        rng = np.random.default_rng([seed, PHANTOM_KEY, 0, n])
+        rng = np.random.default_rng([seed, streams.PHANTOM, 0, n])
         hu, label = abdomen_case(rng, p.synapse_size, p.synapse_slices)
         save_nifti(folder / "img" / f"img{n:04d}.nii.gz", hu, affine)
         save_nifti(folder / "label" / f"label{n:04d}.nii.gz", label, affine)
@@ -90,7 +90,7 @@ def _write_brats(p: PhantomParams, seed: int, folder: Path) -> None:
     shape = (p.brats_slices, p.brats_size, p.brats_size)
     affine = lps_affine(brain_voxel(p.brats_size, p.brats_slices), shape)
     for i, (grade, case) in enumerate(track(brats_cases(p.brats_cases), "phantom brats")):
-        rng = np.random.default_rng([seed, PHANTOM_KEY, 1, i])
+        rng = np.random.default_rng([seed, streams.PHANTOM, 1, i])
         images, seg = brain_case(rng, p.brats_size, p.brats_slices, grade == "HGG")
         case_dir = folder / grade / case
         case_dir.mkdir(parents=True)

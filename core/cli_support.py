@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
-from synth.errors import FewsamError
-from synth.params import Params, load_params
+from core.errors import FewsamError
+from core.params import Params, load_params
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,8 +57,3 @@ def expected_errors(func: F) -> F:
 def read_params(path: Path) -> Params:
     """Load params for a command (errors are ParamsError, handled by `expected_errors`)."""
     return load_params(path)
-
-
-def progress_enabled() -> bool:
-    """Progress bars only when a person is watching (stderr is a terminal)."""
-    return sys.stderr.isatty()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from synth.cli_support import PARAMS_OPTION, expected_errors, new_app, read_params
+from core.cli_support import PARAMS_OPTION, expected_errors, new_app, read_params
 
 app = new_app("Fine-tune SAM with LoRA, inspect the model, fetch or pretrain base weights.")
 
@@ -66,7 +66,7 @@ def train_pretrain_tiny(
     import shlex
     import sys
 
-    from train import pretrain
+    from pretrain import loop as pretrain
 
     p = read_params(params)
     command = shlex.join(["fewsam", *sys.argv[1:]])

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
-from train.pretrain_loss import mask_iou
-from train.pretrain_prompts import Prompts, center_point, mask_box
-from train.pretrain_shapes import sample
+from pretrain.loss import mask_iou
+from pretrain.prompts import Prompts, center_point, mask_box
+from pretrain.shapes import sample
 
 # Instances under this many pixels are also reported apart: organs of a few pixels on 128 px CT.
 SMALL_AREA = 400

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from synth.cli_support import expected_errors
+from core.cli_support import expected_errors
 
 
 @expected_errors

@@ -1,7 +1,7 @@
 """Pretrain the `tiny` SAM as a promptable segmenter on generated shapes, and ship its weights.
 
 A straight loop in the manner of SAM's training, in miniature: each step draws `batch_size`
-generated images (train.pretrain_shapes), embeds them once, and decodes `instances` prompts per
+generated images (pretrain.shapes), embeds them once, and decodes `instances` prompts per
 image against its embedding, all images' prompts in one decoder pass: a point, several points or
 a jittered box first (one kind per step, so that the prompts batch together), then
 `corrective_rounds` clicks drawn from the error of the previous mask, which is fed back as the
@@ -29,20 +29,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from segment_anything.modeling import Sam
 
-from synth.atomic import atomic_path, write_json
-from synth.errors import InputError
-from synth.params import PretrainParams
-from synth.progress import make_progress
-from train.pretrain_eval import decode, embed, evaluate, upsample
-from train.pretrain_loss import sam_loss
-from train.pretrain_prompts import corrective_prompts, initial_prompts, pick_instances
-from train.pretrain_shapes import sample
-from train.run import pick_device
+from core import streams
+from core.atomic import atomic_path, write_json
+from core.device import pick_device
+from core.errors import InputError
+from core.params import PretrainParams, fingerprint
+from core.progress import make_progress
+from pretrain.loss import sam_loss
+from pretrain.prompts import corrective_prompts, initial_prompts, pick_instances
+from pretrain.scoring import decode, embed, evaluate, upsample
+from pretrain.shapes import sample
 from train.sam_registry import build_sam
 
 ARCH = "tiny"
-PROMPT_KEY = 73
-INIT_KEY = 74
 STATE_FILE = "state.pt"
 LOG_FILE = "log.csv"
 LOG_FIELDS = ("step", "loss", "focal", "dice", "iou_mse", "lr", "seconds")
@@ -63,7 +62,7 @@ def lr_at(step: int, p: PretrainParams) -> float:
 
 def new_model(seed: int) -> Sam:
     """The `tiny` SAM with its initial weights drawn from `seed`."""
-    torch.manual_seed(int(np.random.default_rng([seed, INIT_KEY]).integers(2**31)))
+    torch.manual_seed(int(np.random.default_rng([seed, streams.PRETRAIN_INIT]).integers(2**31)))
     return build_sam(ARCH)
 
 
@@ -123,7 +122,7 @@ def train_step(
     batch: list[tuple[np.ndarray, np.ndarray]],
 ) -> dict[str, float]:
     """One optimizer step on `batch`, the images of step `step`; returns the mean loss parts."""
-    rng = np.random.default_rng([seed, PROMPT_KEY, step])
+    rng = np.random.default_rng([seed, streams.PRETRAIN_PROMPTS, step])
     device = next(sam.parameters()).device
     images = torch.from_numpy(np.stack([image for image, _ in batch])).to(device)
     embeddings = embed(sam, images)
@@ -185,7 +184,7 @@ def train_step(
 def settings_key(p: PretrainParams, seed: int) -> str:
     """What a checkpoint must match to be resumed: the seed and the settings that shape weights."""
     items = {k: v for k, v in vars(p).items() if k not in _NOT_IN_STATE}
-    return repr(sorted({"seed": seed, **items}.items()))
+    return fingerprint({"seed": seed, **items})
 
 
 @dataclass
@@ -258,7 +257,7 @@ def train(
     and each evaluation when `report` (and shows a progress bar on a terminal).
     """
     torch.set_num_threads(p.threads)
-    device = pick_device(p.device)
+    device = pick_device(p.device, key="pretrain.device")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -16,17 +16,17 @@ import matplotlib
 import numpy as np
 from scipy import ndimage
 
-from synth.atomic import atomic_path
-from synth.errors import InputError
-from synth.params import Params
-from synth.schema import ExemplarSet, read_exemplars, read_synthetic_info
+from core import streams
+from core.atomic import atomic_path
+from core.errors import InputError
+from core.params import Params
+from core.schema import ExemplarSet, read_exemplars, read_synthetic_info
 from synth.synthesize import Sample, exemplar_weights, exemplars_digest, make_sample
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-PREVIEW_KEY = 22  # stage key of the seeded choice of which samples to show
 _PAIRS_PER_ROW = 4
 _FILL_ALPHA = 0.35
 
@@ -36,7 +36,7 @@ def select_indices(length: int, n: int, seed: int | None) -> list[int]:
     n = min(n, length)
     if seed is None:
         return list(range(n))
-    rng = np.random.default_rng([seed, PREVIEW_KEY])
+    rng = np.random.default_rng([seed, streams.PREVIEW])
     return sorted(int(i) for i in rng.choice(length, size=n, replace=False))
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from synth.errors import ParamsError
+from core.errors import ParamsError
 
 DatasetFormat = Literal["synapse", "synapse-npz", "brats", "nifti"]
 
@@ -299,11 +299,6 @@ class Params:
             _check(self.exemplars >= 1, "exemplars", f"must be >= 1 or `all`, got {self.exemplars}")
         _check(self.seed >= 0, "seed", "must be >= 0")
 
-    def section_hash(self, *names: str) -> str:
-        """Short stable hash of the named sections (or top-level keys), for provenance."""
-        blob = json.dumps({n: to_dict(getattr(self, n)) for n in names}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
 
 def to_dict(obj: Any) -> Any:
     """Plain JSON-able form of a params object (tuples become lists)."""
@@ -311,7 +306,19 @@ def to_dict(obj: Any) -> Any:
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, tuple | list):
         return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def fingerprint(obj: Any) -> str:
+    """Short stable hash of `obj` (params objects, dicts of them, plain JSON values).
+
+    The one fingerprint of the project: a resumed training run, a resumed pretraining run and
+    the adapter's `params_hash` all identify their settings with it.
+    """
+    blob = json.dumps(to_dict(obj), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _type_name(tp: Any) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from synth.schema import read_exemplars, read_synthetic_info
+from core.schema import read_exemplars, read_synthetic_info
 
 _BLOCK = 64  # synthetic label slices read at once
 

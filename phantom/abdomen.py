@@ -1,7 +1,7 @@
 """Abdominal CT phantom: HU volume and BTCV-labelled organs for one synthetic case.
 
 Arrays are `Z x H x W` in display orientation: slice 0 is the most inferior, row 0 anterior and
-column 0 the patient's right (radiological view), as in `synth.volume`. Positions are given
+column 0 the patient's right (radiological view), as in `core.volume`. Positions are given
 relative to the body ellipse (x: -1 patient right .. +1 left, y: -1 anterior .. +1 posterior,
 z: 0 inferior .. 1 superior end of the scan) and sizes in mm, so anatomy keeps its proportions at
 any grid size. Label ids are BTCV's (1 spleen, 2 right kidney, 3 left kidney, 4 gallbladder,
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from synth.phantom_shapes import Box, radius_field, textured
+from phantom.shapes import Box, radius_field, textured
 
 FOV_MM = 380.0  # in-plane field of view of an abdominal CT
 SCAN_MM = 200.0  # craniocaudal extent: liver dome to below the kidneys

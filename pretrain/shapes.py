@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from core import streams
+
 # Stream keys: training and held-out images never share a generator.
-TRAIN_STREAM = 71
-HELD_OUT_STREAM = 72
 MIN_AREA = 12
 # Ranges drawn on a log scale (intensities in [0, 1]): contrast of a shape against what it covers,
 # amplitude of its texture, amplitude of the background texture, image noise std. `difficulty`
@@ -249,5 +249,5 @@ def sample(
 
     Returns (image 3xSxS float32 in [0, 1], labels SxS int32), as `render`.
     """
-    stream = HELD_OUT_STREAM if held_out else TRAIN_STREAM
+    stream = streams.PRETRAIN_HELD_OUT if held_out else streams.PRETRAIN_SHAPES
     return render(np.random.default_rng([seed, stream, index]), size, difficulty)

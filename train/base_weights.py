@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from segment_anything.modeling import Sam
 
-from synth.errors import InputError
+from core.errors import InputError
 from train.sam_registry import ARCHS, PATCH_SIZE, build_sam
 
 POS_EMBED = "image_encoder.pos_embed"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from synth.errors import InputError
+from core.errors import InputError
 
 # Temporary files of writes that started before this moment belong to processes that came before
 # this one (the module is imported before any write of this process begins).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synth.phantom_shapes import radius_field, smooth_field
+from phantom.shapes import radius_field, smooth_field
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 FOV_MM = (155.0, 240.0, 240.0)  # (z, y, x) extent of a BraTS volume

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from synth.cli_support import PARAMS_OPTION, expected_errors, new_app, read_params
+from core.cli_support import PARAMS_OPTION, expected_errors, new_app, read_params
 
 app = new_app("Score the adapted model and zero-shot SAM on the test volumes.")
 

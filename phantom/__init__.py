@@ -1,0 +1,1 @@
+"""The embedded default data: deterministic phantom scans written in real dataset layouts."""
