@@ -30,9 +30,12 @@ BIN = Path(sys.executable).parent
 COPIED = (
     "dvc.yaml",
     "params.yaml",
+    "core",
     "synth",
     "train",
     "evaluate",
+    "phantom",
+    "pretrain",
     "fewsam",
     ".dvc/config",
     ".dvc/plots",
