@@ -50,6 +50,7 @@ class DatasetParams:
     brats_channels: tuple[str, ...]
     test_fraction: float
     slice_size: int
+    annotations: str
 
     def __post_init__(self) -> None:
         s = "dataset"
@@ -67,6 +68,21 @@ class DatasetParams:
         )
         _check(0.0 < self.test_fraction < 1.0, f"{s}.test_fraction", "must be in (0, 1)")
         _check(self.slice_size >= 0, f"{s}.slice_size", "must be >= 0")
+        _check(bool(self.annotations.strip()), f"{s}.annotations", "must name a folder")
+
+
+@dataclass(frozen=True)
+class SuggestParams:
+    strategy: Literal["spread", "random", "diverse", "uncertain"]
+    body_fraction: float
+    stride: int
+    uncertain_pool: int
+
+    def __post_init__(self) -> None:
+        s = "suggest"
+        _prob(s, self, "body_fraction")
+        _check(self.stride >= 1, f"{s}.stride", "must be >= 1")
+        _check(self.uncertain_pool >= 1, f"{s}.uncertain_pool", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -285,6 +301,7 @@ class Params:
     exemplars: int | Literal["all"]
     seed: int
     dataset: DatasetParams
+    suggest: SuggestParams
     phantom: PhantomParams
     synth: SynthParams
     model: ModelParams

@@ -15,7 +15,7 @@ import numpy as np
 
 from core.errors import InputError
 from core.params import DatasetParams
-from core.volume import Volume, to_zyx
+from core.volume import Volume
 from synth.datasets.base import (
     BaseReader,
     Problem,
@@ -108,7 +108,7 @@ class BratsReader(BaseReader):
         volume = Volume(
             case=case,
             image=np.stack(channels),  # type: ignore[arg-type]
-            label=map_brats(to_zyx(ids), self.target),
+            label=map_brats(first.zyx(ids), self.target),
             affine=first.affine,
             spacing=first.spacing_zyx,
             source=first.path,
@@ -118,4 +118,4 @@ class BratsReader(BaseReader):
 
     def _normalize(self, image: NiftiVolume | None) -> np.ndarray:
         assert image is not None
-        return percentile_normalize(to_zyx(image.data), self.percentiles, image.path)
+        return percentile_normalize(image.zyx(), self.percentiles, image.path)

@@ -24,7 +24,7 @@ import numpy as np
 
 from core.errors import InputError
 from core.params import DatasetParams
-from core.volume import Volume, to_zyx
+from core.volume import Volume
 from synth.datasets.base import (
     BaseReader,
     Problem,
@@ -180,9 +180,9 @@ class NiftiReader(BaseReader):
         for image, is_ct in zip(images, self._ct, strict=True):
             assert image is not None
             if is_ct:
-                channels.append(ct_window(to_zyx(image.data), self.window, in_place=True))
+                channels.append(ct_window(image.zyx(), self.window, in_place=True))
             else:
-                data = to_zyx(image.data)
+                data = image.zyx()
                 channels.append(
                     collect(problems, percentile_normalize, data, self.percentiles, image.path)
                 )
@@ -191,7 +191,7 @@ class NiftiReader(BaseReader):
         volume = Volume(
             case=case,
             image=np.stack(channels),  # type: ignore[arg-type]
-            label=to_zyx(ids),
+            label=first.zyx(ids),
             affine=first.affine,
             spacing=first.spacing_zyx,
             source=first.path,

@@ -1,8 +1,9 @@
 """Reading NIfTI files with the checks real data needs; every failure is an InputError naming it.
 
 Arrays stay in the NIfTI axis order here (`I x J x K`); readers convert them with
-`core.volume.to_zyx`. Checks: unreadable, truncated or non-NIfTI files, 4D data where a 3D volume
-is expected, NaN/inf voxels, labels that are not whole numbers, label ids outside a declared set,
+`NiftiVolume.zyx` (`core.volume.to_zyx` with the file's affine, so every scan ends up in one
+orientation). Checks: unreadable, truncated or non-NIfTI files, 4D data where a 3D volume is
+expected, NaN/inf voxels, labels that are not whole numbers, label ids outside a declared set,
 and an image/label pair whose shape or affine differ.
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from core.errors import InputError
+from core.volume import spacing_zyx, to_zyx
 
 # What nibabel raises on damaged files: bad gzip streams, short reads, bad headers.
 _READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error, struct.error)
@@ -43,9 +45,12 @@ class NiftiVolume:
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
-        """Voxel size in mm along (Z, H, W) of `core.volume`: (K, J, I)."""
-        i, j, k = self.zooms
-        return (k, j, i)
+        """Voxel size in mm along (Z, H, W) of `core.volume.to_zyx`'s output."""
+        return spacing_zyx(self.zooms, self.affine)
+
+    def zyx(self, data: np.ndarray | None = None) -> np.ndarray:
+        """`data` (default: this file's) on this file's grid, as `Z x H x W` (`core.volume`)."""
+        return to_zyx(self.data if data is None else data, self.affine)
 
 
 def _open(path: Path, what: str) -> nib.Nifti1Image:

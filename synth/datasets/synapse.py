@@ -14,7 +14,7 @@ import numpy as np
 
 from core.errors import InputError
 from core.params import DatasetParams
-from core.volume import Volume, to_zyx
+from core.volume import Volume
 from synth.datasets.base import BaseReader, Problem, collect, ct_window, require_root
 from synth.datasets.nifti_io import check_label_ids, check_same_grid, read_image, read_label
 
@@ -109,8 +109,8 @@ class SynapseReader(BaseReader):
             return None, problems
         volume = Volume(
             case=case,
-            image=ct_window(to_zyx(image.data), self.window, in_place=True)[None],
-            label=map_labels(to_zyx(btcv)),
+            image=ct_window(image.zyx(), self.window, in_place=True)[None],
+            label=map_labels(image.zyx(btcv)),
             affine=image.affine,
             spacing=image.spacing_zyx,
             source=image_path,
