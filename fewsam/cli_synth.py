@@ -12,6 +12,29 @@ from core.cli_support import PARAMS_OPTION, expected_errors, new_app, read_param
 app = new_app("Exemplars and exemplar-guided synthesis.")
 
 
+@app.command("suggest")
+@expected_errors
+def synth_suggest(
+    params: Path = PARAMS_OPTION,
+    n: int = typer.Option(6, "--n", min=1, help="Number of new slices to label."),
+    out: Path | None = typer.Option(
+        None, help="Annotation folder (default: dataset.annotations); earlier rows are kept."
+    ),
+    strategy: str | None = typer.Option(
+        None, help="spread | random | diverse | uncertain (default: suggest.strategy)."
+    ),
+    adapter: Path | None = typer.Option(
+        None, help="Adapter folder: drafts from its predictions; needed by `uncertain`."
+    ),
+    seed: int | None = typer.Option(None, help="Seed of the choice (default: params seed)."),
+) -> None:
+    """Pick the training slices worth labeling; write slices.csv, label files and a contact sheet."""
+    from suggest import run as suggest
+
+    p = read_params(params)
+    suggest.run(p, out or Path(p.dataset.annotations), n, strategy, adapter, seed)
+
+
 @app.command("extract")
 @expected_errors
 def synth_extract(

@@ -7,7 +7,10 @@
     dataset.json                                     optional: `labels`, `channel_names`/`modality`
 
 Without a labeled test folder the cases of imagesTr are split with a seed and
-`dataset.test_fraction`. Class names come from dataset.json `labels` (nnU-Net v2
+`dataset.test_fraction`. Unlabeled scans (the label-a-few-slices path, `dataset.annotations`): an
+imagesTr without labelsTr holds unlabeled training scans, all of them training cases, and the
+test cases are those of imagesTs, labeled when labelsTs holds their labels, else unlabeled (they
+are then segmented but not scored). Class names come from dataset.json `labels` (nnU-Net v2
 `{"liver": 1}` or MSD `{"1": "liver"}`) or from `dataset.classes`. Channels come from dataset.json
 or, without it, from the files and `dataset.modality`. SAM takes 1 channel (repeated to RGB) or 3;
 other counts are refused. A channel named CT is windowed with `dataset.window`, any other channel
@@ -100,7 +103,8 @@ class NiftiReader(BaseReader):
         self.classes = json_classes or tuple(params.classes)
         if not self.classes:
             raise InputError(root, "no class names: add dataset.json `labels` or dataset.classes")
-        self._files: dict[str, tuple[list[Path], Path]] = {}
+        self._files: dict[str, tuple[list[Path], Path | None]] = {}
+        self.labeled_train = bool(_stems(root / "labelsTr"))
         train = self._index("imagesTr", "labelsTr", required=True)
         test = self._index("imagesTs", "labelsTs", required=False)
         n_channels = max((len(f[0]) for f in self._files.values()), default=1)
@@ -124,7 +128,7 @@ class NiftiReader(BaseReader):
                 del self._files[case]
         train = [c for c in train if c in self._files]
         test = [c for c in test if c in self._files]
-        if test:
+        if test or not self.labeled_train:
             self._splits = {"train": train, "test": test}
         elif len(train) >= 2:
             self._splits = seeded_split(train, params.test_fraction, seed)
@@ -134,12 +138,15 @@ class NiftiReader(BaseReader):
     def _index(self, images_dir: str, labels_dir: str, required: bool) -> list[str]:
         images = _group_images(self.root / images_dir)
         labels = _stems(self.root / labels_dir)
-        if not required and not labels:
-            return []  # unlabeled test images (MSD) are not used
         if required and not images:
             raise InputError(
                 self.root / images_dir, "no NIfTI images (imagesTr/<case>_0000.nii.gz)"
             )
+        if not labels and (required or not self.labeled_train):
+            # Unlabeled scans: training scans to annotate, or test scans to segment.
+            return self._add_unlabeled(images, images_dir)
+        if not labels:
+            return []  # unlabeled test images beside labeled training data (MSD) are not used
         for case in sorted(set(images) - set(labels)):
             first = images[case][min(images[case])]
             self._layout.append(Problem(first, f"image without label in {labels_dir}/"))
@@ -161,21 +168,40 @@ class NiftiReader(BaseReader):
                 cases.append(case)
         return cases
 
+    def _add_unlabeled(self, images: dict[str, dict[int, Path]], images_dir: str) -> list[str]:
+        cases = []
+        for case, channels in sorted(images.items()):
+            gaps = [i for i in range(max(channels) + 1) if i not in channels]
+            if gaps:
+                want = self.root / images_dir / f"{case}_{gaps[0]:04d}.nii.gz"
+                self._layout.append(Problem(want, f"missing channel file of case {case}"))
+            elif case in self._files:
+                self._layout.append(
+                    Problem(channels[0], f"case {case} is in both training and test")
+                )
+            else:
+                self._files[case] = ([channels[i] for i in sorted(channels)], None)
+                cases.append(case)
+        return cases
+
     def read_case(self, case: str) -> tuple[Volume | None, list[Problem]]:
-        """`case` as image C x Z x H x W in [0, 1] and label Z x H x W with ids 0..K."""
+        """`case` as image C x Z x H x W in [0, 1] and label Z x H x W with ids 0..K (None when
+        the case has no label file)."""
         if case not in self._files:
             raise InputError(self.root, f"unknown or incomplete case {case}")
         image_paths, label_path = self._files[case]
         problems: list[Problem] = []
         images = [collect(problems, read_image, p) for p in image_paths]
-        label = collect(problems, read_label, label_path)
+        label = collect(problems, read_label, label_path) if label_path is not None else None
         if problems:
             return None, problems
         first = images[0]
-        assert first is not None and label is not None
-        for other in [*images[1:], label]:
+        assert first is not None
+        for other in [*images[1:], *([label] if label is not None else [])]:
             collect(problems, check_same_grid, first, other)
-        ids = collect(problems, check_label_ids, label, set(range(len(self.classes) + 1)))
+        ids = None
+        if label is not None:
+            ids = collect(problems, check_label_ids, label, set(range(len(self.classes) + 1)))
         channels = []
         for image, is_ct in zip(images, self._ct, strict=True):
             assert image is not None
@@ -186,15 +212,15 @@ class NiftiReader(BaseReader):
                 channels.append(
                     collect(problems, percentile_normalize, data, self.percentiles, image.path)
                 )
-        if problems or ids is None:
+        if problems or (label is not None and ids is None):
             return None, problems
         volume = Volume(
             case=case,
             image=np.stack(channels),  # type: ignore[arg-type]
-            label=first.zyx(ids),
+            label=None if ids is None else first.zyx(ids),
             affine=first.affine,
             spacing=first.spacing_zyx,
             source=first.path,
             header=first.header,
         )
-        return self._finish(volume, problems, label_path)
+        return self._finish(volume, problems, label_path or first.path)
