@@ -1,8 +1,8 @@
 """Seconds per test volume of evaluation on this CPU (random weights: speed does not depend on them).
 
 A volume of the default phantom's size (128 x 128 x 40, 8 classes on 30 slices) goes through
-everything `fewsam evaluate run` does per case: the adapted model prompt-free and prompted
-(1 point per class), zero-shot SAM, and scoring (transunet protocol). `tiny` runs the whole
+everything `fewsam evaluate infer` and `evaluate score` do per case: the adapted model
+prompt-free and prompted (1 point per class), zero-shot SAM, and scoring (transunet protocol). `tiny` runs the whole
 volume at input 256. `vit_b` at input 512 times a few slices per mode and extrapolates to a
 100-slice Synapse-like volume (said so in the table).
 

@@ -2,14 +2,15 @@
 
 For each Z a NIfTI dataset (nnU-Net layout, one training and one test case, int16 HU, two
 organs on the middle 60 % of the slices) is written, and each stage runs in a fresh child
-process through the `fewsam` command: `synth extract`, `evaluate run` (adapted prompt-free and
-prompted, zero-shot SAM, scoring, NIfTI predictions) and `predict` on the test scan. The tiny
+process through the `fewsam` command: `synth extract`, `evaluate infer` (adapted prompt-free and
+prompted, zero-shot SAM, NIfTI predictions), `evaluate score` (scoring those files) and
+`predict` on the test scan. The tiny
 SAM at 64 px with random weights keeps the model small, so the figures show the data path. The
 child reports VmHWM (peak resident memory) from /proc/self/status before the stage (imports,
 model code) and after it; the difference is what the stage's data cost.
 
     .venv/bin/python benchmarks/bench_scale.py [--slices 100 300] [--side 512] [--threads 2]
-        [--stages extract evaluate predict] [--keep DIR]
+        [--stages extract infer score predict] [--keep DIR]
 
 Memory that does not scale with the slices beyond the volume itself means: peak(300) - peak(100)
 is a small constant times the 200 extra slices of one float32 volume.
@@ -94,8 +95,12 @@ def stage_args(stage: str, work: Path, paths: dict[str, Path]) -> list[str]:
     p = ["--params", str(paths["params"])]
     if stage == "extract":
         return ["synth", "extract", *p, "--out", str(work / "ex.h5"), "--csv", str(work / "ex.csv")]
-    if stage == "evaluate":
-        return ["evaluate", "run", *p, "--adapter", str(paths["adapter"]), "--out", str(work / "r")]
+    if stage == "infer":
+        return ["evaluate", "infer", *p, "--adapter", str(paths["adapter"]),
+                "--out", str(work / "r")]  # fmt: skip
+    if stage == "score":  # the predictions `infer` wrote
+        return ["evaluate", "score", *p, "--pred", str(work / "r" / "predictions"),
+                "--out", str(work / "r")]  # fmt: skip
     test = paths["root"] / "imagesTs" / "test_000.nii.gz"
     return ["predict", *p, "--adapter", str(paths["adapter"]), "-i", str(test),
             "-o", str(work / "pred.nii.gz")]  # fmt: skip
@@ -107,8 +112,9 @@ def child(args: list[str]) -> None:
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     # Import what the command imports lazily, so the "before" figure holds the code, not data.
+    import evaluate.infer  # noqa: F401
     import evaluate.predict  # noqa: F401
-    import evaluate.run  # noqa: F401
+    import evaluate.score  # noqa: F401
     import synth.exemplars  # noqa: F401
     from fewsam.cli import app
 
@@ -138,7 +144,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, nargs="+", default=[100, 300])
     parser.add_argument("--side", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--stages", nargs="+", default=["extract", "evaluate", "predict"])
+    parser.add_argument("--stages", nargs="+", default=["extract", "infer", "score", "predict"])
     parser.add_argument("--keep", type=Path, default=None, help="Folder to keep the files in.")
     args = parser.parse_args()
     base = args.keep or Path(tempfile.mkdtemp(prefix="fewsam_scale_"))

@@ -10,10 +10,13 @@ Inputs, checked against the adapter's channels (`config.json` "channels", e.g. [
   files beside them (`_seg`, unused modalities) are ignored;
 - a folder of such inputs, searched recursively.
 
-Preprocessing is the adapter's own (its config's "dataset" entry): channels named CT are
-windowed (`window`), others scaled between percentiles of their nonzero voxels (`percentiles`);
-slices resized to `slice_size` when it is not 0. The label map comes back on the input's grid and
-is written with the input's affine and header (data type uint8). Each output is written
+The adapter's config is checked first (`evaluate.adapter_check`, the check `evaluate infer` makes
+too, here with nothing to compare it with but the inputs' channel counts). Preprocessing is the
+adapter's own (its config's "dataset" entry): channels named CT are windowed (`window`), others
+scaled between percentiles of their nonzero voxels (`percentiles`); slices resized to
+`slice_size` when it is not 0. The label map comes back on the input's grid the way `evaluate
+infer`'s do (the logits upsampled to the input's in-plane size before the argmax) and is written
+with the input's affine and header (data type uint8). Each output is written
 atomically, so an interrupted run leaves finished outputs whole and the others absent.
 """
 
@@ -33,12 +36,13 @@ from core.device import pick_device
 from core.errors import InputError
 from core.params import Params
 from core.progress import make_progress
-from core.volume import Volume, to_zyx
+from core.volume import Volume, spacing_zyx, to_zyx
+from evaluate.adapter_check import check_adapter
 from evaluate.inference import predict_volume
 from evaluate.reports import write_nifti
 from synth.datasets.base import ct_window, percentile_normalize, resize_volume
 from synth.datasets.nifti_io import check_same_grid, read_image
-from train.adapter_io import load_adapter, read_adapter_config
+from train.adapter_io import CONFIG_FILE, load_adapter, read_adapter_config
 
 _NII = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$")
 _INDEX = re.compile(r"^\d{4}$")  # nnU-Net channel suffix
@@ -173,15 +177,15 @@ def read_scan(scan: Scan, channels: Sequence[str], dataset: dict[str, Any]) -> V
     percentiles = [float(v) for v in dataset["percentiles"]]
     if len(scan.files) == 1 and channel_count(scan) > 1:
         data, img = _read_4d(scan.files[0])
-        raw = [to_zyx(data[..., c]) for c in range(data.shape[3])]
         affine, header = np.asarray(img.affine, np.float64), img.header
+        raw = [to_zyx(data[..., c], affine) for c in range(data.shape[3])]
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
         del data  # the Z x H x W copies replace the I x J x K x C array
     else:
         vols = [read_image(p) for p in scan.files]
         for other in vols[1:]:
             check_same_grid(vols[0], other)
-        raw = [to_zyx(v.data) for v in vols]
+        raw = [to_zyx(v.data, v.affine) for v in vols]
         affine, header, zooms = vols[0].affine, vols[0].header, vols[0].zooms
         del vols  # the Z x H x W copies replace the I x J x K arrays
     # Peak memory is two float32 volumes per channel (file order and slice order, briefly):
@@ -195,7 +199,7 @@ def read_scan(scan: Scan, channels: Sequence[str], dataset: dict[str, Any]) -> V
             normalized.append(percentile_normalize(x, (percentiles[0], percentiles[1]), source))
     del raw, x
     image = normalized[0][None] if len(normalized) == 1 else np.stack(normalized)
-    spacing = (zooms[2], zooms[1], zooms[0])
+    spacing = spacing_zyx((zooms[0], zooms[1], zooms[2]), affine)
     return Volume(scan.name, image, None, affine, spacing, scan.files[0], header)
 
 
@@ -219,6 +223,7 @@ def run(
 ) -> list[Path]:
     """Segment every scan of `input_path`; returns the files written, in order."""
     config = read_adapter_config(adapter)
+    check_adapter(config, Path(adapter) / CONFIG_FILE)
     channels = tuple(config["channels"])
     scans = find_scans(input_path, channels)
     for scan in scans:  # refuse before computing anything

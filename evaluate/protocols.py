@@ -32,7 +32,8 @@ import numpy as np
 
 from evaluate.metrics import dice, hd95
 
-Protocol = Literal["transunet", "strict"]
+# The protocol names (`evaluate.protocol`).
+ProtocolName = Literal["transunet", "strict"]
 PROTOCOLS: tuple[str, ...] = ("transunet", "strict")
 
 # What happened to one (case, class) pair; the counts of the last three are reported.
@@ -59,7 +60,7 @@ def volume_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
 
 
 def score_class(
-    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], protocol: Protocol
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], protocol: ProtocolName
 ) -> tuple[Outcome, float | None, float | None]:
     """(outcome, dice, hd95) of one binary pair under `protocol`.
 
@@ -96,7 +97,7 @@ def score_case(
     gt: np.ndarray,
     num_classes: int,
     spacing: Sequence[float],
-    protocol: Protocol,
+    protocol: ProtocolName,
 ) -> list[ClassScore]:
     """Scores of classes 1..num_classes for one case.
 

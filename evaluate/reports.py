@@ -3,7 +3,8 @@
 Every file is written atomically (complete under its final name, or absent). The JSON and CSV
 writers are deterministic: the same scores give the same bytes.
 
-Methods are named `prompt_free` and `prompted` (the adapted model) and `zero_shot` (base SAM).
+Methods are named `prompt_free` and `prompted` (the adapted model) and `zero_shot` (base SAM);
+folders of other tools' predictions scored by `fewsam evaluate score` bring their own names.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def summary_dict(summary: Summary, classes: Sequence[str]) -> dict[str, Any]:
 def metrics_dict(
     protocol: str, classes: Sequence[str], cases: int, summaries: Mapping[str, Summary]
 ) -> dict[str, Any]:
-    """metrics.json: the protocol, then `adapted.{prompt_free,prompted}` and `zero_shot` blocks.
+    """metrics.json: the protocol, then `adapted.{prompt_free,prompted}` and `zero_shot` blocks,
+    and a `methods` block for any other method (predictions of another tool).
 
     `pairs` counts (case, class) pairs by outcome: `both` non-empty, `gt_only` (missed),
     `pred_only` (hallucinated), `both_empty` (excluded from the means under `strict`).
@@ -80,10 +82,14 @@ def metrics_dict(
         "protocol": protocol,
         "hd95_unit": "voxel" if protocol == "transunet" else "mm",
         "cases": cases,
-        "adapted": {m: summary_dict(summaries[m], classes) for m in ADAPTED if m in summaries},
     }
+    if any(m in summaries for m in ADAPTED):
+        out["adapted"] = {m: summary_dict(summaries[m], classes) for m in ADAPTED if m in summaries}
     if "zero_shot" in summaries:
         out["zero_shot"] = summary_dict(summaries["zero_shot"], classes)
+    others = {m: summary_dict(s, classes) for m, s in summaries.items() if m not in HEADLINE_KEYS}
+    if others:
+        out["methods"] = others
     for method, (dsc_key, hd95_key) in HEADLINE_KEYS.items():
         if method in summaries:
             out[dsc_key] = _number(summaries[method].dice)
@@ -197,12 +203,13 @@ def nifti_bytes(
 ) -> bytes:
     """A label map as NIfTI-1 file bytes with the source affine and header.
 
-    label_zyx: Z x H x W uint8 in the `core.volume` convention (written back as I x J x K).
+    label_zyx: Z x H x W uint8 in the `core.volume` convention (written back as the file's
+    I x J x K by `from_zyx` with the same affine).
     The header keeps the source geometry (qform/sform and their codes, units, description); its
     data type becomes uint8, intensity scaling and display range are cleared.
     """
     hdr = nib.Nifti1Header.from_header(header) if isinstance(header, nib.Nifti1Header) else None
-    img = nib.Nifti1Image(from_zyx(label_zyx.astype(np.uint8, copy=False)), affine, hdr)
+    img = nib.Nifti1Image(from_zyx(label_zyx.astype(np.uint8, copy=False), affine), affine, hdr)
     img.set_data_dtype(np.uint8)
     img.header.set_slope_inter(1.0, 0.0)
     img.header["cal_min"] = 0.0

@@ -10,7 +10,9 @@ skipped. The image embedding is computed once per slice (slices batched through 
 reused for every class of that slice.
 
 SAM's parts are called directly under `torch.no_grad()`; the input preparation (channels, resize
-to the model's square input, [0, 1] -> SAM's normalization) is the one the adapted model uses.
+to the model's square input, [0, 1] -> SAM's normalization) is the one the adapted model uses, and
+so is the way back: the mask logits are upsampled to the output size (the source in-plane size
+when the slices were resized on reading) before they are thresholded.
 """
 
 from __future__ import annotations
@@ -71,13 +73,21 @@ def assemble(masks: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> np.n
 
 @torch.no_grad()
 def _segment_slice(
-    sam: Sam, embedding: torch.Tensor, label: np.ndarray, num_classes: int, size: int
+    sam: Sam,
+    embedding: torch.Tensor,
+    label: np.ndarray,
+    num_classes: int,
+    out_hw: tuple[int, int],
 ) -> np.ndarray:
-    """H x W uint8 prediction for one slice from its 1 x D x g x g image embedding."""
+    """out_h x out_w uint8 prediction for one slice from its 1 x D x g x g image embedding.
+
+    label: the H x W ground truth the prompts are taken from (the grid the model was fed).
+    """
     points, classes = interior_points(label, num_classes)
     h, w = label.shape
+    size = sam.image_encoder.img_size
     if len(classes) == 0:
-        return np.zeros((h, w), np.uint8)
+        return np.zeros(out_hw, np.uint8)
     device = embedding.device
     # train.prompts puts pixel centres at half-integers; SAM's prompt encoder adds 0.5 itself.
     coords = torch.as_tensor(scale_points(points, (h, w), size) - 0.5, device=device)[:, None]
@@ -93,24 +103,32 @@ def _segment_slice(
     best = iou.argmax(dim=1)
     rows = torch.arange(len(classes), device=device)
     logits = low_res[rows, best][:, None]  # K x 1 x h' x w'
-    logits = sam.postprocess_masks(logits, (size, size), (h, w))[:, 0]
+    logits = sam.postprocess_masks(logits, (size, size), out_hw)[:, 0]
     masks = (logits > sam.mask_threshold).cpu().numpy()
     return assemble(masks, iou[rows, best].float().cpu().numpy(), classes)
 
 
 @torch.no_grad()
 def zero_shot_volume(
-    sam: Sam, image: np.ndarray, label: np.ndarray, num_classes: int, batch_size: int
+    sam: Sam,
+    image: np.ndarray,
+    label: np.ndarray,
+    num_classes: int,
+    batch_size: int,
+    out_hw: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Zero-shot label map of one volume.
 
     image: C x Z x H x W float32 in [0, 1] (C = 1 or 3); label: Z x H x W uint8 ground truth
-    (ids 0..num_classes), used only to place the prompts. Returns Z x H x W uint8.
+    (ids 0..num_classes), used only to place the prompts.
+    out_hw: size the mask logits are upsampled to (default H x W), as in `predict_volume`.
+    Returns Z x out_h x out_w uint8.
     """
     _, z, h, w = image.shape
+    out_hw = out_hw or (h, w)
     size = sam.image_encoder.img_size
     device = next(sam.parameters()).device
-    out = np.zeros((z, h, w), np.uint8)
+    out = np.zeros((z, *out_hw), np.uint8)
     prompted = [i for i in range(z) if label[i].any()]
     for batch in slice_batches(len(prompted), batch_size):
         index = [prompted[i] for i in batch]
@@ -118,5 +136,5 @@ def zero_shot_volume(
         x = to_sam_input(torch.from_numpy(slices), size).to(device)
         embeddings = sam.image_encoder(sam.preprocess(x * 255.0))
         for j, zi in enumerate(index):
-            out[zi] = _segment_slice(sam, embeddings[j : j + 1], label[zi], num_classes, size)
+            out[zi] = _segment_slice(sam, embeddings[j : j + 1], label[zi], num_classes, out_hw)
     return out

@@ -8,22 +8,66 @@ import typer
 
 from core.cli_support import PARAMS_OPTION, expected_errors, new_app, read_params
 
-app = new_app("Score the adapted model and zero-shot SAM on the test volumes.")
+app = new_app("Segment the test volumes (infer), then score the label maps (score).")
 
 ADAPTER_OPTION = typer.Option(Path("models/adapter"), help="Adapter folder (from `train run`).")
+PROTOCOL_OPTION = typer.Option(
+    None,
+    help="transunet | strict (default: evaluate.protocol, or transunet with --gt).",
+    show_default=False,
+)
 
 
-@app.command("run")
+@app.command("infer")
 @expected_errors
-def evaluate_run(
+def evaluate_infer(
     params: Path = PARAMS_OPTION,
     adapter: Path = ADAPTER_OPTION,
-    out: Path = typer.Option(Path("reports"), help="Folder for metrics, tables and overlays."),
+    out: Path = typer.Option(Path("reports"), help="Folder for predictions/ and overlays/."),
 ) -> None:
-    """Stage 4: Dice and HD95 per class on the test volumes, adapted and zero-shot."""
-    from evaluate import run
+    """Stage infer: label maps of the test volumes (adapted, zero-shot) on their source grid."""
+    from evaluate import infer
 
-    run.run(read_params(params), adapter, out)
+    infer.run(read_params(params), adapter, out)
+
+
+@app.command("score")
+@expected_errors
+def evaluate_score(
+    params: Path = PARAMS_OPTION,
+    pred: Path = typer.Option(
+        Path("reports/predictions"),
+        help="Label maps: <method>/<case>.nii.gz subfolders, or <case>.nii.gz (one method).",
+    ),
+    gt: Path | None = typer.Option(
+        None,
+        help="Folder of ground-truth <case>.nii.gz label maps; without it, the test cases of "
+        "the params' dataset.",
+        show_default=False,
+    ),
+    out: Path = typer.Option(Path("reports"), help="Folder for metrics.json and the CSVs."),
+    protocol: str | None = PROTOCOL_OPTION,
+    classes: str | None = typer.Option(
+        None,
+        help='Class names of ids 1..K with --gt, e.g. "liver,spleen" (default: a dataset.json '
+        "in or above --gt, else the largest id found).",
+        show_default=False,
+    ),
+) -> None:
+    """Stage score: Dice and HD95 per class of prediction folders against the ground truth."""
+    from core.errors import ParamsError
+    from evaluate import score
+    from evaluate.protocols import PROTOCOLS
+
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ParamsError(f"--protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if gt is None:
+        if classes is not None:
+            raise ParamsError("--classes goes with --gt (the dataset names its own classes)")
+        score.run_pipeline(read_params(params), pred, out, protocol)  # type: ignore[arg-type]
+        return
+    names = score.parse_classes(classes) if classes is not None else None
+    score.run_folders(pred, gt, out, protocol or "transunet", names)  # type: ignore[arg-type]
 
 
 @expected_errors

@@ -43,7 +43,7 @@ COPIED = (
     ".dvcignore",
     ".gitignore",
 )
-STAGES = ("phantom", "extract", "synthesize", "train", "evaluate")
+STAGES = ("phantom", "extract", "synthesize", "train", "infer", "score")
 _RUNNING = re.compile(r"Running stage '([\w-]+)'")
 
 

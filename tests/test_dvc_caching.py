@@ -42,30 +42,40 @@ def test_nothing_changed_runs_no_stage(project: Path) -> None:
     assert repro(project) == set()
 
 
-def test_evaluate_params_rerun_evaluation_only(project: Path) -> None:
+def test_overlay_params_rerun_inference_only(project: Path) -> None:
+    # Same label maps (DVC's hash of reports/predictions is unchanged): nothing to re-score.
     set_params(project, **{"evaluate.overlays_per_case": 2})
-    assert repro(project) == {"evaluate"}
+    assert repro(project) == {"infer"}
+
+
+def test_protocol_change_rescores_only(project: Path) -> None:
+    before = json.loads((project / "reports" / "metrics.json").read_text())
+    set_params(project, **{"evaluate.protocol": "strict"})
+    assert repro(project) == {"score"}
+    after = json.loads((project / "reports" / "metrics.json").read_text())
+    assert (before["protocol"], after["protocol"]) == ("transunet", "strict")
+    assert after["hd95_unit"] == "mm"
 
 
 def test_train_params_rerun_training_and_evaluation(project: Path) -> None:
     set_params(project, **{"train.lr": 0.002})
-    assert repro(project) == {"train", "evaluate"}
+    assert repro(project) == {"train", "infer", "score"}
 
 
 def test_synth_params_rerun_synthesis_onward(project: Path) -> None:
     set_params(project, **{"synth.paste_prob": 0.9})
-    assert repro(project) == {"synthesize", "train", "evaluate"}
+    assert repro(project) == {"synthesize", "train", "infer", "score"}
 
 
 def test_code_change_in_evaluate_reruns_evaluation_only(project: Path) -> None:
     module = project / "evaluate" / "metrics.py"
     module.write_text(module.read_text() + "# a comment changes the folder's hash\n")
-    assert repro(project) == {"evaluate"}
+    assert repro(project) == {"infer", "score"}
 
 
 def test_exp_run_exemplars_reruns_extraction_onward_and_shows_columns(project: Path) -> None:
     done = sh(project, "dvc", "exp", "run", "-n", "ex3", "-S", "exemplars=3")
-    assert stages_run(done.stdout) == {"extract", "synthesize", "train", "evaluate"}
+    assert stages_run(done.stdout) == {"extract", "synthesize", "train", "infer", "score"}
     table = sh(project, "dvc", "exp", "show", "--csv").stdout
     header = next(csv.reader(io.StringIO(table)))
     for column in ("exemplars", "synth.enabled", "model.arch", "lora.rank"):

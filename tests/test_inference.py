@@ -1,4 +1,4 @@
-"""Volume inference: a model that returns the ground truth scores Dice 1; prompts; the stage."""
+"""Volume inference: a model that returns the ground truth scores Dice 1; prompts; the stages."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from sam_helpers import write_checkpoint
 from typer.testing import CliRunner
 
 from core.params import LoraParams, ModelParams, parse_params
@@ -169,32 +170,39 @@ def write_adapter(folder: Path, params: Any, classes: list[str], channels: list[
     save_adapter(model, folder, config)
 
 
-def _evaluate_stage(tmp_path: Path, data: dict[str, Any], out: Path) -> str:
-    """`fewsam evaluate run` with params `data` and a random 2-class adapter; returns its output."""
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(data))
-    write_adapter(tmp_path / "adapter", parse_params(data), ["liver", "spleen"], ["CT"])
-    result = CliRunner().invoke(
-        app,
-        ["evaluate", "run", "-p", str(params_file), "--adapter", str(tmp_path / "adapter"),
-         "--out", str(out)],
-    )  # fmt: skip
+def _run(*args: str | Path) -> str:
+    result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     return result.output
 
 
-def test_evaluate_stage_writes_every_report(tmp_path: Path, params_dict: dict[str, Any]) -> None:
+def _evaluate_stages(tmp_path: Path, data: dict[str, Any], out: Path) -> str:
+    """`fewsam evaluate infer`, then `score`, with params `data` and a random 2-class adapter;
+    returns the output of `score`."""
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    write_adapter(tmp_path / "adapter", parse_params(data), ["liver", "spleen"], ["CT"])
+    _run("evaluate", "infer", "-p", params_file, "--adapter", tmp_path / "adapter", "--out", out)
+    return _run("evaluate", "score", "-p", params_file, "--pred", out / "predictions",
+                "--out", out)  # fmt: skip
+
+
+def test_evaluate_stages_write_every_report(tmp_path: Path, params_dict: dict[str, Any]) -> None:
     write_dataset(tmp_path / "data")
     data = stage_params(params_dict, tmp_path / "data", protocol="strict", zero_shot=True)
     out = tmp_path / "reports"
-    output = _evaluate_stage(tmp_path, data, out)
+    output = _evaluate_stages(tmp_path, data, out)
     assert "mean" in output  # the per-class table
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["protocol"] == "strict" and metrics["cases"] == 2
     assert set(metrics["adapted"]) == {"prompt_free", "prompted"}
     assert set(metrics["zero_shot"]["per_class"]) == {"liver", "spleen"}
+    assert list(metrics)[:6] == [
+        "dsc", "hd95", "dsc_prompt_free", "hd95_prompt_free", "zero_shot_dsc", "zero_shot_hd95"
+    ]  # fmt: skip
     rows = list(csv.DictReader((out / "per_case.csv").open()))
     assert len(rows) == 2 * 3 * 2  # cases x methods x classes
+    assert [r["method"] for r in rows[::4]] == ["prompt_free", "prompted", "zero_shot"]
     per_class = list(csv.DictReader((out / "per_class.csv").open()))
     assert {(r["class"], r["method"]) for r in per_class} == {
         (c, m) for c in ("liver", "spleen") for m in ("prompt_free", "prompted", "zero_shot")
@@ -206,9 +214,15 @@ def test_evaluate_stage_writes_every_report(tmp_path: Path, params_dict: dict[st
         assert written.shape == source.shape
         assert np.allclose(written.affine, source.affine)
         assert written.get_data_dtype() == np.uint8
+    # The same folders scored against the label files alone give the same reports.
+    alone = tmp_path / "alone"
+    _run("evaluate", "score", "--pred", out / "predictions", "--gt",
+         tmp_path / "data" / "labelsTs", "--out", alone, "--protocol", "strict")  # fmt: skip
+    for name in ("metrics.json", "per_case.csv", "per_class.csv"):
+        assert (alone / name).read_bytes() == (out / name).read_bytes(), name
 
 
-def test_evaluate_refuses_adapter_of_other_classes(
+def test_infer_refuses_adapter_of_other_classes(
     tmp_path: Path, params_dict: dict[str, Any]
 ) -> None:
     write_dataset(tmp_path / "data")
@@ -217,45 +231,77 @@ def test_evaluate_refuses_adapter_of_other_classes(
     params_file.write_text(yaml.safe_dump(data))
     write_adapter(tmp_path / "adapter", parse_params(data), ["liver", "kidney"], ["CT"])
     result = CliRunner().invoke(
-        app, ["evaluate", "run", "-p", str(params_file), "--adapter", str(tmp_path / "adapter"),
+        app, ["evaluate", "infer", "-p", str(params_file), "--adapter", str(tmp_path / "adapter"),
               "--out", str(tmp_path / "reports")],
     )  # fmt: skip
     assert result.exit_code == 2
     assert "classes" in result.output
-    assert not (tmp_path / "reports" / "metrics.json").exists()
+    assert not (tmp_path / "reports" / "predictions").exists()
 
 
-def test_predictions_go_back_to_the_source_grid() -> None:
-    # A reader with dataset.slice_size resizes slices but keeps the source header: 40 x 36 (W x H)
-    # source, 32 x 32 slices. A label map on the 32 px grid is written on the 36 x 40 grid.
-    from core.volume import Volume
-    from evaluate.run import source_geometry
-
-    header = nib.Nifti1Header()
-    header.set_data_shape((40, 36, 3))
-    label = np.zeros((3, 32, 32), np.uint8)
-    label[:, 8:24, 8:24] = 2
-    volume = Volume("c", np.zeros((1, 3, 32, 32), np.float32), label, np.eye(4), (1.0, 1.0, 1.0),
-                    Path("c.nii.gz"), header)  # fmt: skip
-    out = source_geometry(volume, label)
-    assert out.shape == (3, 36, 40)
-    assert out[0, 18, 20] == 2 and out[0, 0, 0] == 0
-    assert (
-        source_geometry(Volume("c", volume.image, label, np.eye(4), (1.0,) * 3, Path("c")), label)
-        is label
-    )
+def test_infer_refuses_adapter_of_another_slice_size(
+    tmp_path: Path, params_dict: dict[str, Any]
+) -> None:
+    write_dataset(tmp_path / "data")
+    data = stage_params(params_dict, tmp_path / "data", zero_shot=False)
+    write_adapter(tmp_path / "adapter", parse_params(data), ["liver", "spleen"], ["CT"])
+    data["dataset"]["slice_size"] = 32
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(
+        app, ["evaluate", "infer", "-p", str(params_file), "--adapter", str(tmp_path / "adapter"),
+              "--out", str(tmp_path / "reports")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "dataset.slice_size 0, params say 32" in result.output
 
 
-def test_evaluate_without_overlays_still_creates_every_output(
+def test_infer_and_predict_write_the_same_maps_on_the_source_grid(
+    tmp_path: Path, params_dict: dict[str, Any]
+) -> None:
+    """Slices resized on reading (40 x 36 source, 32 px slices): `evaluate infer` and `fewsam
+    predict` bring the logits back to the source grid the same way, voxel for voxel."""
+    write_dataset(tmp_path / "data")
+    data = stage_params(params_dict, tmp_path / "data", zero_shot=True)
+    checkpoint = write_checkpoint(tmp_path / "tiny.safetensors", input_size=64)
+    data["model"]["checkpoint"] = str(checkpoint)
+    data["dataset"]["slice_size"] = 32
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    adapter = tmp_path / "adapter"
+    write_adapter(adapter, parse_params(data), ["liver", "spleen"], ["CT"])
+    out = tmp_path / "reports"
+    _run("evaluate", "infer", "-p", params_file, "--adapter", adapter, "--out", out)
+    image = tmp_path / "data" / "imagesTs" / "c.nii.gz"
+    predicted = tmp_path / "predicted" / "c.nii.gz"
+    _run("predict", "-p", params_file, "--adapter", adapter, "-i", image, "-o", predicted)
+    source = nib.load(image)
+    inferred = nib.load(out / "predictions" / "prompt_free" / "c.nii.gz")
+    alone = nib.load(predicted)
+    for written in (inferred, alone):
+        assert written.shape == source.shape == (40, 36, 6)
+        assert np.allclose(written.affine, source.affine)
+    labels = np.asarray(inferred.dataobj)
+    assert len(np.unique(labels)) > 1  # a real segmentation, not a constant map
+    assert np.array_equal(labels, np.asarray(alone.dataobj))
+    for method in ("prompted", "zero_shot"):
+        assert nib.load(out / "predictions" / method / "c.nii.gz").shape == source.shape
+
+
+def test_infer_without_overlays_still_creates_every_output(
     tmp_path: Path, params_dict: dict[str, Any]
 ) -> None:
     """DVC lists reports/overlays as an output: it must exist even when no overlay is asked for."""
     write_dataset(tmp_path / "data")
     data = stage_params(params_dict, tmp_path / "data", zero_shot=False)
     data["evaluate"]["overlays_per_case"] = 0
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    write_adapter(tmp_path / "adapter", parse_params(data), ["liver", "spleen"], ["CT"])
     out = tmp_path / "reports"
     (out / "overlays").mkdir(parents=True)
     (out / "overlays" / "old_z001.png").write_bytes(b"stale")  # from an earlier run
-    _evaluate_stage(tmp_path, data, out)
+    (out / "predictions" / "zero_shot").mkdir(parents=True)  # zero-shot of an earlier run
+    _run("evaluate", "infer", "-p", params_file, "--adapter", tmp_path / "adapter", "--out", out)
     assert (out / "overlays").is_dir() and not any((out / "overlays").iterdir())
-    assert (out / "predictions").is_dir()
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == ["prompt_free", "prompted"]

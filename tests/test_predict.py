@@ -134,11 +134,12 @@ def test_ct_window_from_the_adapter_config(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(data, AFFINE), tmp_path / "ct.nii.gz")
     config = {"window": [-125.0, 275.0], "percentiles": [0.5, 99.5]}
     volume = read_scan(Scan("ct", (tmp_path / "ct.nii.gz",)), ["CT"], config)
-    assert volume.image.shape == (1, 5, 28, 36)  # C x Z x H x W
+    # C x Z x H x W in the readers' orientation: the file's I axis runs anterior-posterior, so it
+    # gives the rows (H = 36) and J the columns (W = 28).
+    assert volume.image.shape == (1, 5, 36, 28)
     assert volume.image[0, :, 0, 0].tolist() == [0.0, 0.0, 1.0, 0.5, 0.0]
-    assert volume.spacing == pytest.approx(
-        nib.load(tmp_path / "ct.nii.gz").header.get_zooms()[::-1]
-    )
+    zooms = nib.load(tmp_path / "ct.nii.gz").header.get_zooms()
+    assert volume.spacing == pytest.approx((zooms[2], zooms[0], zooms[1]))
 
 
 def test_wrong_channel_count_refused(tmp_path: Path, params_file: Path) -> None:

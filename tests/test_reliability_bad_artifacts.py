@@ -1,7 +1,7 @@
 """Bad files between the stages, bad models and unwritable outputs, through the command line:
 exit code 2, one line naming the file, nothing finished left.
 
-Channel counts under `predict` and adapters of other classes under `evaluate run` are in
+Channel counts under `predict` and adapters of other classes under `evaluate infer` are in
 test_predict.py and test_inference.py; checkpoint loading in test_checkpoint.py; adapter loading
 in test_adapter_io.py. Bad datasets and params: test_reliability_bad_input.py.
 """
@@ -121,24 +121,24 @@ def test_train_refuses_a_checkpoint_of_another_arch(
         ({"arch": "vit_b"}, "adapter has arch tiny, params say model.arch vit_b"),
     ],
 )
-def test_evaluate_refuses_an_adapter_of_another_size(
+def test_infer_refuses_an_adapter_of_another_size(
     tmp_path: Path, world: World, model: dict[str, Any], message: str
 ) -> None:
     data = copy.deepcopy(world.data)
     data["model"].update(model)
     params = write_params(tmp_path / "params.yaml", data)
     out = tmp_path / "reports"
-    result = invoke("evaluate", "run", "-p", params, "--adapter", world.adapter, "--out", out)
+    result = invoke("evaluate", "infer", "-p", params, "--adapter", world.adapter, "--out", out)
     assert_one_line_error(result, world.adapter / "config.json", message)
     assert listing(out) == []
 
 
-def test_evaluate_refuses_an_adapter_of_other_classes_in_one_line(
+def test_infer_refuses_an_adapter_of_other_classes_in_one_line(
     tmp_path: Path, world: World
 ) -> None:
     adapter = write_adapter(tmp_path / "adapter", world.data, classes=("liver", "spleen"))
     out = tmp_path / "reports"
-    result = invoke("evaluate", "run", "-p", world.params, "--adapter", adapter, "--out", out)
+    result = invoke("evaluate", "infer", "-p", world.params, "--adapter", adapter, "--out", out)
     assert_one_line_error(result, adapter / "config.json", "adapter classes ['liver', 'spleen']")
     assert listing(out) == []
 
@@ -220,8 +220,10 @@ def _commands(world: World, blocked: Path) -> dict[str, list[Any]]:
                                  "--out", blocked, "--log", world.tmp / "never_log.csv"],
         "train run --log": ["train", "run", *p, "--data", world.synthetic,
                             "--out", world.tmp / "never_adapter", "--log", blocked / "log.csv"],
-        "evaluate run --out": ["evaluate", "run", *p, "--adapter", world.adapter,
-                               "--out", blocked / "reports"],
+        "evaluate infer --out": ["evaluate", "infer", *p, "--adapter", world.adapter,
+                                 "--out", blocked / "reports"],
+        "evaluate score --out": ["evaluate", "score", *p, "--pred", world.tmp,
+                                 "--out", blocked / "reports"],
         "predict -o file": ["predict", *p, "--adapter", world.adapter, "-i", world.scan,
                             "-o", blocked / "seg.nii.gz"],
         "predict -o folder": ["predict", *p, "--adapter", world.adapter, "-i", world.scan,
@@ -238,7 +240,8 @@ def _commands(world: World, blocked: Path) -> dict[str, list[Any]]:
         "train run --out",
         "train run --out file",
         "train run --log",
-        "evaluate run --out",
+        "evaluate infer --out",
+        "evaluate score --out",
         "predict -o file",
         "predict -o folder",
     ],

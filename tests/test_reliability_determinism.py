@@ -49,14 +49,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pipeline(folder: Path, params: Path, root: Path) -> None:
-    """extract -> synth run -> train run -> evaluate run -> predict, as the README runs them."""
+    """extract -> synth run -> train run -> evaluate infer -> evaluate score -> predict, as the
+    README runs them."""
     data, models, reports = folder / "data", folder / "models", folder / "reports"
     commands = [
         ["synth", "extract", "--out", data / "exemplars.h5", "--csv", data / "exemplars.csv"],
         ["synth", "run", "--exemplars", data / "exemplars.h5", "--out", data / "synthetic.h5"],
         ["train", "run", "--data", data / "synthetic.h5", "--out", models / "adapter",
          "--log", reports / "train_log.csv"],
-        ["evaluate", "run", "--adapter", models / "adapter", "--out", reports],
+        ["evaluate", "infer", "--adapter", models / "adapter", "--out", reports],
+        ["evaluate", "score", "--pred", reports / "predictions", "--out", reports],
         ["predict", "--adapter", models / "adapter", "-i", root / "img" / "img0001.nii.gz",
          "-o", folder / "predicted" / "img0001.nii.gz"],
     ]  # fmt: skip

@@ -72,16 +72,16 @@ def test_base_payload_recorded_by_an_adapter_through_predict(tmp_path: Path, wor
     assert not marker.exists() and not out.exists()
 
 
-def test_base_payload_through_evaluate_run(tmp_path: Path, world: World) -> None:
+def test_base_payload_through_evaluate_infer(tmp_path: Path, world: World) -> None:
     marker = tmp_path / "payload_ran"
     adapter, ckpt = _adapter_on_evil_base(tmp_path, world, marker)
     data = copy.deepcopy(world.data)
     data["model"]["checkpoint"] = str(ckpt)
     params = write_params(tmp_path / "params.yaml", data)
-    result = invoke("evaluate", "run", "-p", params, "--adapter", adapter,
+    result = invoke("evaluate", "infer", "-p", params, "--adapter", adapter,
                     "--out", tmp_path / "reports")  # fmt: skip
     assert_one_line_error(result, ckpt, "refused")
-    assert not marker.exists() and not (tmp_path / "reports" / "metrics.json").exists()
+    assert not marker.exists() and not (tmp_path / "reports" / "predictions").exists()
 
 
 @pytest.mark.parametrize("name", ["adapter.safetensors", "adapter.pth"])

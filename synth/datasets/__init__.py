@@ -3,9 +3,10 @@
     open_dataset(params.dataset, params.seed) -> reader
     reader.cases("train" | "test") -> sorted case ids
     reader.load(case) -> Volume (image C x Z x H x W float32 in [0, 1], label Z x H x W uint8)
+    reader.load(case, resize=False) -> the same on the source grid (what scoring compares with)
 
 Every reader validates what it reads (`synth.check` lists the problems of a whole dataset) and
-applies `dataset.slice_size`, so every stage sees the same slices.
+`load` applies `dataset.slice_size`, so every stage sees the same slices.
 """
 
 from __future__ import annotations

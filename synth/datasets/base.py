@@ -1,9 +1,10 @@
 """What every reader shares: problems, the case-reading skeleton, splits, normalization, resizing.
 
-A reader reads a case in `read_case`, which returns the `Volume` and every problem it found (a
-problem names one file). `load` raises the first problem as `InputError`; `synth.check` lists all
-of them. Problems of the folder layout (an image without its label, say) are found when the reader
-indexes the folder and are listed by `layout_problems`.
+A reader reads a case in `read_case`, which returns the `Volume` on the source grid and every
+problem it found (a problem names one file). `load` raises the first problem as `InputError` and
+resizes the slices to `dataset.slice_size` (unless told to keep the source grid, as scoring does);
+`synth.check` lists all of them. Problems of the folder layout (an image without its label, say)
+are found when the reader indexes the folder and are listed by `layout_problems`.
 """
 
 from __future__ import annotations
@@ -70,16 +71,21 @@ class BaseReader:
         """Problems of the folder layout found when indexing (missing partner files...)."""
         return list(self._layout)
 
-    def load(self, case: str) -> Volume:
-        """Read, validate and normalize one case; raises InputError naming the bad file."""
+    def load(self, case: str, resize: bool = True) -> Volume:
+        """Read, validate and normalize one case; raises InputError naming the bad file.
+
+        `resize=True` gives the slices every stage works on (`dataset.slice_size`); `False` keeps
+        the source grid, with the source spacing (the ground truth that predictions are scored
+        against, the image they are predicted from before the model's own resizing).
+        """
         volume, problems = self.read_case(case)
         if problems:
             raise problems[0].error()
         assert volume is not None
-        return volume
+        return resize_volume(volume, self.slice_size) if resize else volume
 
     def read_case(self, case: str) -> tuple[Volume | None, list[Problem]]:
-        """The case as a `Volume` (None when unusable) and every problem found in its files."""
+        """The case on its source grid (None when unusable) and every problem in its files."""
         raise NotImplementedError
 
     def _finish(
@@ -89,13 +95,13 @@ class BaseReader:
         label_path: Path,
         empty_message: str | None = None,
     ) -> tuple[Volume | None, list[Problem]]:
-        """Apply the common checks and `slice_size`; the reader's last step of `read_case`."""
+        """Apply the common checks; the reader's last step of `read_case`."""
         if volume.label is not None and not volume.label.any():
             message = empty_message or "no labeled voxel (the label volume is empty)"
             problems.append(Problem(label_path, message))
         if problems:
             return None, problems
-        return resize_volume(volume, self.slice_size), problems
+        return volume, problems
 
 
 def require_root(root: Path) -> Path:
@@ -166,7 +172,8 @@ def resize_volume(volume: Volume, size: int) -> Volume:
     factors); enlarging uses bilinear. Labels use pixel-centre nearest neighbour.
 
     `spacing` is updated to the new in-plane grid. `affine` and `header` stay those of the source
-    file, so a prediction can be resized back and written in the source geometry.
+    file. Predictions go back to the source grid by upsampling the model's logits
+    (`evaluate.inference.predict_volume`'s `out_hw`), never by resizing a label map.
     """
     c, z, h, w = volume.image.shape
     if size == 0 or (h, w) == (size, size):

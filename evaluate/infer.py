@@ -1,0 +1,135 @@
+"""Stage `infer`: the label maps of every method on the test cases, and overlays of a few slices.
+
+For each test case (at most `evaluate.max_cases`): the adapted model prompt-free and prompted
+(ground-truth points as in training, `train.points_per_class` per present class and slice), and,
+with `evaluate.zero_shot`, base SAM prompted with one interior point per present class. The
+models see the slices at `dataset.slice_size`, as in training; their logits are upsampled to the
+case's source in-plane size before the argmax or threshold (`predict_volume`'s `out_hw`, the path
+`fewsam predict` takes too), so every label map lies on the source grid and is written with the
+source affine and header (layout in `evaluate.layout`). Scores come from the `score` stage, which
+reads these files: a change of protocol re-scores without running a model.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+
+from core.atomic import ensure_parent
+from core.device import pick_device
+from core.params import Params
+from core.progress import track
+from core.volume import Volume
+from evaluate import reports
+from evaluate.adapter_check import check_adapter
+from evaluate.inference import gt_prompts, predict_volume
+from evaluate.layout import METHODS, OVERLAYS, PREDICTIONS, evaluation_cases, prediction_path
+from evaluate.zero_shot import zero_shot_volume
+from synth.datasets import BaseReader, open_dataset
+from synth.datasets.base import resize_volume
+from train.adapter_io import CONFIG_FILE, load_adapter, read_adapter_config
+from train.base_weights import load_sam
+from train.model import FewSam
+
+
+@dataclass(frozen=True)
+class Models:
+    """The adapted model and, when zero-shot SAM is evaluated, its base, on one device."""
+
+    adapted: FewSam
+    sam: Sam | None
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return METHODS if self.sam is not None else METHODS[:2]
+
+
+def load_models(params: Params, adapter: Path, reader: BaseReader) -> Models:
+    """The adapter (checked against the dataset and params first) and zero-shot SAM."""
+    check_adapter(
+        read_adapter_config(adapter),
+        Path(adapter) / CONFIG_FILE,
+        classes=reader.classes,
+        channels=reader.channels,
+        model=params.model,
+        dataset=params.dataset,
+    )
+    model, _ = load_adapter(adapter, params.model.checkpoint)
+    device = pick_device(params.train.device)
+    sam = None
+    if params.evaluate.zero_shot:
+        sam = load_sam(params.model.arch, params.model.checkpoint, params.model.input_size)
+        sam = sam.to(device)
+    return Models(model.to(device), sam)
+
+
+def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np.ndarray]:
+    """method -> Z x H x W uint8 label map of `source` (a labeled volume on its source grid)."""
+    view = resize_volume(source, params.dataset.slice_size)  # the slices the models take
+    assert view.label is not None
+    out_hw = (int(source.image.shape[2]), int(source.image.shape[3]))
+    k, batch = models.adapted.num_classes, params.evaluate.batch_size
+    prompts = gt_prompts(view.label, k, params.train.points_per_class, params.seed, source.case)
+    preds = {
+        "prompt_free": predict_volume(models.adapted, view.image, batch, out_hw=out_hw),
+        "prompted": predict_volume(models.adapted, view.image, batch, prompts, out_hw=out_hw),
+    }
+    if models.sam is not None:
+        preds["zero_shot"] = zero_shot_volume(
+            models.sam, view.image, view.label, k, batch, out_hw=out_hw
+        )
+    return preds
+
+
+def write_overlays(
+    folder: Path, source: Volume, preds: dict[str, np.ndarray], classes: tuple[str, ...], count: int
+) -> None:
+    """`count` slices of the case's labeled range: image, ground truth and every method."""
+    assert source.label is not None
+    for z in reports.overlay_slices(source.label, count):
+        panels = {"ground truth": source.label[z]}
+        panels.update({reports.METHOD_TITLES[m]: p[z] for m, p in preds.items()})
+        reports.write_overlay(
+            folder / f"{source.case}_z{z:03d}.png",
+            source.image[0, z],
+            panels,
+            classes,
+            f"{source.case}, slice {z}",
+        )
+
+
+def fresh_folders(out: Path, methods: tuple[str, ...]) -> None:
+    """Empty `predictions/<method>/` and `overlays/` under `out`: a previous run's files (other
+    cases, other methods) must not outlive it, and DVC expects every output even when empty."""
+    for name in (PREDICTIONS, OVERLAYS):
+        shutil.rmtree(out / name, ignore_errors=True)
+        (out / name).mkdir(parents=True)
+    for method in methods:
+        (out / PREDICTIONS / method).mkdir()
+
+
+def run(params: Params, adapter: Path, out: Path) -> list[str]:
+    """Write the label maps and overlays of the test cases under `out`; returns the cases."""
+    ensure_parent(out / PREDICTIONS)  # an unwritable `out` fails before any model is loaded
+    reader = open_dataset(params.dataset, params.seed)
+    cases = evaluation_cases(reader, params.evaluate.max_cases)
+    models = load_models(params, adapter, reader)
+    fresh_folders(out, models.methods)
+    for case in track(cases, "infer"):
+        source = reader.load(case, resize=False)
+        preds = predict_case(models, source, params)
+        for method, pred in preds.items():
+            path = prediction_path(out / PREDICTIONS, method, case)
+            reports.write_nifti(path, pred, source.affine, source.header)
+        write_overlays(
+            out / OVERLAYS, source, preds, reader.classes, params.evaluate.overlays_per_case
+        )
+        del source, preds
+        if next(models.adapted.parameters()).device.type == "cuda":
+            torch.cuda.empty_cache()
+    return cases
