@@ -63,11 +63,11 @@ PROBE=$(cat <<'EOF'
 import csv, dataclasses, shutil, sys
 from pathlib import Path
 from core.params import load_params
-from pretrain.loop import new_model, train
+from pretrain.loop import new_model, pretrain
 out, budget, probe, device = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 p = load_params(Path("params.yaml")).pretrain
 p = dataclasses.replace(p, steps=10**6, eval_every=0, save_every=1000, device=device)
-train(new_model(0), p, 0, out / "probe", stop_at=probe, report=False)
+pretrain(new_model(0), p, 0, out / "probe", stop_at=probe, report=False)
 rows = list(csv.DictReader(open(out / "probe" / "log.csv")))
 first = len(rows) // 3  # the first steps warm up kernels and the image workers
 per_step = (float(rows[-1]["seconds"]) - float(rows[first]["seconds"])) / (len(rows) - 1 - first)

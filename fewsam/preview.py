@@ -21,7 +21,7 @@ from core.atomic import atomic_path
 from core.errors import InputError
 from core.params import Params
 from core.schema import ExemplarSet, read_exemplars, read_synthetic_info
-from synth.synthesize import Sample, exemplar_weights, exemplars_digest, make_sample
+from synth.synthesize import SyntheticSample, exemplar_weights, exemplars_digest, make_sample
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -59,14 +59,18 @@ def overlay(image: np.ndarray, label: np.ndarray, colours: np.ndarray) -> np.nda
     return rgb
 
 
-def _caption(index: int, s: Sample, synthesized: bool) -> str:
+def _caption(index: int, s: SyntheticSample, synthesized: bool) -> str:
     if not synthesized:
         return f"#{index} (no synthesis)"
     return f"#{index} · " + ("own background" if s.background < 0 else f"pool {s.background}")
 
 
-def render(
-    ex: ExemplarSet, samples: list[tuple[int, Sample]], out: Path, title: str, synthesized: bool
+def render_grid(
+    ex: ExemplarSet,
+    samples: list[tuple[int, SyntheticSample]],
+    out: Path,
+    title: str,
+    synthesized: bool,
 ) -> None:
     """Write the PNG grid of (exemplar, sample) pairs to `out` (atomically)."""
     cols = min(_PAIRS_PER_ROW, len(samples))
@@ -99,7 +103,7 @@ def render(
 
 def _from_file(
     path: Path, ex: ExemplarSet, n: int, seed: int | None
-) -> tuple[list[tuple[int, Sample]], bool]:
+) -> tuple[list[tuple[int, SyntheticSample]], bool]:
     """Samples chosen by `select_indices` from a built set, and whether synthesis was on."""
     info = read_synthetic_info(path)
     digest = info.params.get("exemplars", {}).get("sha256")
@@ -109,7 +113,7 @@ def _from_file(
         samples = [
             (
                 i,
-                Sample(
+                SyntheticSample(
                     f["image"][i].astype(np.float32),
                     f["label"][i],
                     int(f["exemplar"][i]),
@@ -148,5 +152,5 @@ def run(
         source = f"synthesized on the fly, seed {params.seed} ({synthetic_h5} not built yet)"
     channel = ex.channels[0] if ex.channels else "channel 0"
     title = f"Exemplar (left) and synthetic sample (right) · {channel} · {source}"
-    render(ex, samples, out, title, synthesized)
+    render_grid(ex, samples, out, title, synthesized)
     return out

@@ -52,7 +52,7 @@ _NOT_IN_STATE = ("minutes", "eval_images", "eval_every", "save_every", "device",
 PREFETCH_EXTRA = 2
 
 
-def lr_at(step: int, p: PretrainParams) -> float:
+def cosine_lr(step: int, p: PretrainParams) -> float:
     """Learning rate of optimizer step `step` (0-based): linear warmup, then cosine to zero."""
     if step < p.warmup_steps:
         return p.lr * (step + 1) / p.warmup_steps
@@ -66,7 +66,7 @@ def new_model(seed: int) -> Sam:
     return build_sam(ARCH)
 
 
-def make_optimizer(sam: Sam, p: PretrainParams) -> torch.optim.AdamW:
+def pretrain_optimizer(sam: Sam, p: PretrainParams) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices only (not on biases, norms, position tables)."""
     decay = [t for n, t in sam.named_parameters() if t.ndim == 2 and "rel_pos" not in n]
     other = [t for n, t in sam.named_parameters() if not (t.ndim == 2 and "rel_pos" not in n)]
@@ -113,7 +113,7 @@ def image_batches(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def train_step(
+def pretrain_step(
     sam: Sam,
     optimizer: torch.optim.Optimizer,
     seed: int,
@@ -131,39 +131,14 @@ def train_step(
         [i for i, m in enumerate(picked) for _ in range(m.shape[0])], device=device
     )
     masks = np.concatenate(picked)
-    parts: list[tuple[torch.Tensor, float, float, float]] = []
     if masks.shape[0]:
         # Every prompt of every image in one decoder pass, each against its own image's embedding.
-        per_prompt = embeddings[owner]
-        side = masks.shape[-1]
-        target = torch.from_numpy(masks[:, None].astype(np.float32)).to(device)
-        # Area-averaged to the loss side: boundary pixels get soft targets, small objects survive.
-        target = torch.nn.functional.interpolate(target, (p.loss_size, p.loss_size), mode="area")
-        prompts = initial_prompts(
-            rng, masks, p.box_prob, p.multi_point_prob, p.max_points, p.box_jitter
-        )
-        mask_input = None
-        for round_ in range(p.corrective_rounds + 1):
-            if round_:
-                predicted = (upsample(mask_input, side) > 0)[:, 0].cpu().numpy()
-                prompts = corrective_prompts(rng, prompts, predicted, masks)
-            low_res, iou_pred = decode(sam, per_prompt, prompts, mask_input)
-            loss = sam_loss(
-                upsample(low_res, p.loss_size),
-                iou_pred,
-                target,
-                p.focal_weight,
-                p.dice_weight,
-                p.iou_weight,
-            )
-            kept = low_res[torch.arange(low_res.shape[0], device=device), loss.chosen][:, None]
-            mask_input = kept.detach()
-            parts.append((loss.total, float(loss.focal), float(loss.dice), float(loss.iou_mse)))
+        parts = _prompt_rounds(sam, embeddings[owner], masks, rng, p)
     else:
         # No instance large enough in any image: a step of zero loss keeps the schedule in step.
-        parts.append((embeddings.sum() * 0.0, 0.0, 0.0, 0.0))
+        parts = [(embeddings.sum() * 0.0, 0.0, 0.0, 0.0)]
     total = torch.stack([t for t, *_ in parts]).mean()
-    lr = lr_at(step, p)
+    lr = cosine_lr(step, p)
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
@@ -181,6 +156,48 @@ def train_step(
     }
 
 
+def _prompt_rounds(
+    sam: Sam,
+    per_prompt: torch.Tensor,
+    masks: np.ndarray,
+    rng: np.random.Generator,
+    p: PretrainParams,
+) -> list[tuple[torch.Tensor, float, float, float]]:
+    """The loss of each prompt round on `masks` (N x S x S), each prompt against its embedding.
+
+    Round 0 decodes the initial prompts; each later round adds corrective clicks drawn from the
+    error of the previous round's mask, which is fed back as the mask prompt. Returns per round
+    (total loss, focal, Dice, IoU MSE).
+    """
+    device = per_prompt.device
+    side = masks.shape[-1]
+    target = torch.from_numpy(masks[:, None].astype(np.float32)).to(device)
+    # Area-averaged to the loss side: boundary pixels get soft targets, small objects survive.
+    target = torch.nn.functional.interpolate(target, (p.loss_size, p.loss_size), mode="area")
+    prompts = initial_prompts(
+        rng, masks, p.box_prob, p.multi_point_prob, p.max_points, p.box_jitter
+    )
+    mask_input = None
+    parts: list[tuple[torch.Tensor, float, float, float]] = []
+    for round_ in range(p.corrective_rounds + 1):
+        if round_:
+            predicted = (upsample(mask_input, side) > 0)[:, 0].cpu().numpy()
+            prompts = corrective_prompts(rng, prompts, predicted, masks)
+        low_res, iou_pred = decode(sam, per_prompt, prompts, mask_input)
+        loss = sam_loss(
+            upsample(low_res, p.loss_size),
+            iou_pred,
+            target,
+            p.focal_weight,
+            p.dice_weight,
+            p.iou_weight,
+        )
+        kept = low_res[torch.arange(low_res.shape[0], device=device), loss.chosen][:, None]
+        mask_input = kept.detach()
+        parts.append((loss.total, float(loss.focal), float(loss.dice), float(loss.iou_mse)))
+    return parts
+
+
 def settings_key(p: PretrainParams, seed: int) -> str:
     """What a checkpoint must match to be resumed: the seed and the settings that shape weights."""
     items = {k: v for k, v in vars(p).items() if k not in _NOT_IN_STATE}
@@ -195,10 +212,18 @@ class LoopState:
     seconds: float = 0.0
 
 
-def save_state(
-    folder: Path, sam: Sam, optimizer: torch.optim.Optimizer, state: LoopState, key: str
+def save_checkpoint(
+    folder: Path,
+    sam: Sam,
+    optimizer: torch.optim.Optimizer,
+    state: LoopState,
+    key: str,
+    rows: list[dict[str, float]],
 ) -> None:
-    """Checkpoint model, optimizer and loop state to `folder`/state.pt, atomically."""
+    """Checkpoint model, optimizer and loop state to `folder`/state.pt (atomically), and log `rows`.
+
+    `rows` are the steps since the last checkpoint; they are added to `folder`/log.csv.
+    """
     blob = {
         "model": sam.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -208,9 +233,12 @@ def save_state(
     }
     with atomic_path(folder / STATE_FILE, suffix=".pt") as tmp:
         torch.save(blob, tmp)
+    _log(folder, rows, state.step - len(rows))
 
 
-def load_state(folder: Path, sam: Sam, optimizer: torch.optim.Optimizer, key: str) -> LoopState:
+def load_checkpoint(
+    folder: Path, sam: Sam, optimizer: torch.optim.Optimizer, key: str
+) -> LoopState:
     """Restore a checkpoint from `folder` if there is one (else a fresh LoopState)."""
     path = folder / STATE_FILE
     if not path.is_file():
@@ -241,7 +269,7 @@ def _log(folder: Path, rows: list[dict[str, float]], after: int) -> None:
         )
 
 
-def train(
+def pretrain(
     sam: Sam,
     p: PretrainParams,
     seed: int,
@@ -256,52 +284,54 @@ def train(
     `stop_at`, checkpointing first. Returns the final LoopState. Prints a line per 100 steps
     and each evaluation when `report` (and shows a progress bar on a terminal).
     """
-    torch.set_num_threads(p.threads)
-    device = pick_device(p.device, key="pretrain.device")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    sam.to(device)
-    optimizer = make_optimizer(sam, p)
+    _to_device(sam, p)
+    optimizer = pretrain_optimizer(sam, p)
     key = settings_key(p, seed)
-    state = load_state(folder, sam, optimizer, key)
+    state = load_checkpoint(folder, sam, optimizer, key)
     last = stop_at if stop_at is not None else p.steps
-    rows: list[dict[str, float]] = []
+    rows: list[dict[str, float]] = []  # the steps since the last checkpoint
     sam.train()
     batches = image_batches(seed, state.step, last, p)
     with contextlib.closing(batches), make_progress() as progress:
         task = progress.add_task("pretrain tiny", total=p.steps, completed=state.step)
         while state.step < last and not (budget_s and state.seconds >= budget_s):
             start = time.perf_counter()
-            parts = train_step(sam, optimizer, seed, state.step, p, next(batches))
+            parts = pretrain_step(sam, optimizer, seed, state.step, p, next(batches))
             state.step += 1
-            rows.append(
-                {
-                    "step": state.step,
-                    **parts,
-                    "seconds": state.seconds + time.perf_counter() - start,
-                }
-            )
+            seconds = state.seconds + time.perf_counter() - start
+            rows.append({"step": state.step, **parts, "seconds": seconds})
             progress.update(task, advance=1, description=f"pretrain tiny loss {parts['loss']:.3f}")
-            if report and state.step % 100 == 0:
-                recent = np.mean([r["loss"] for r in rows[-100:]])
-                print(
-                    f"step {state.step} loss {recent:.4f} lr {parts['lr']:.2e} {state.seconds:.0f} s",
-                    flush=True,
-                )
-            if p.eval_every and state.step % p.eval_every == 0 and state.step < p.steps and report:
-                print(
-                    f"step {state.step} eval {evaluate(sam, seed, p.eval_images, p.min_area)}",
-                    flush=True,
-                )
+            if report:
+                _print_progress(sam, seed, p, state, rows)
             if state.step % p.save_every == 0 or state.step == last:
-                save_state(folder, sam, optimizer, state, key)
-                _log(folder, rows, state.step - len(rows))
+                save_checkpoint(folder, sam, optimizer, state, key, rows)
                 rows = []
             state.seconds += time.perf_counter() - start
-    save_state(folder, sam, optimizer, state, key)
-    _log(folder, rows, state.step - len(rows))
+    save_checkpoint(folder, sam, optimizer, state, key, rows)
     return state
+
+
+def _to_device(sam: Sam, p: PretrainParams) -> None:
+    """Move `sam` to `pretrain.device`, with `pretrain.threads` CPU threads (TF32 on CUDA)."""
+    torch.set_num_threads(p.threads)
+    device = pick_device(p.device, key="pretrain.device")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    sam.to(device)
+
+
+def _print_progress(
+    sam: Sam, seed: int, p: PretrainParams, state: LoopState, rows: list[dict[str, float]]
+) -> None:
+    """Every 100 steps the mean loss of the last 100; every `eval_every` the held-out scores."""
+    if state.step % 100 == 0:
+        recent = np.mean([r["loss"] for r in rows[-100:]])
+        lr = rows[-1]["lr"]
+        print(f"step {state.step} loss {recent:.4f} lr {lr:.2e} {state.seconds:.0f} s", flush=True)
+    if p.eval_every and state.step % p.eval_every == 0 and state.step < p.steps:
+        scores = evaluate(sam, seed, p.eval_images, p.min_area)
+        print(f"step {state.step} eval {scores}", flush=True)
 
 
 def export(sam: Sam, out: Path) -> None:
@@ -332,7 +362,7 @@ def run(
     """
     budget = p.minutes if minutes is None else minutes
     sam = new_model(seed)
-    state = train(sam, p, seed, folder, budget_s=budget * 60.0)
+    state = pretrain(sam, p, seed, folder, budget_s=budget * 60.0)
     device = next(sam.parameters()).device
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     sam = sam.float()

@@ -44,7 +44,7 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class LossParts:
+class SamLossParts:
     """Scalar total and its parts (focal and Dice of the kept masks, MSE of the IoU head)."""
 
     total: torch.Tensor
@@ -61,7 +61,7 @@ def sam_loss(
     focal_weight: float,
     dice_weight: float,
     iou_weight: float,
-) -> LossParts:
+) -> SamLossParts:
     """SAM's loss for N prompts with M outputs each (logits N x M x H x W, iou_pred N x M).
 
     `target` is N x 1 x H x W. With several outputs only the one of lowest mask loss is trained
@@ -75,7 +75,7 @@ def sam_loss(
     rows = torch.arange(logits.shape[0], device=logits.device)
     iou_mse = ((iou_pred - mask_iou(logits.detach(), target)) ** 2).mean(dim=1)
     total = (mask_loss[rows, chosen] + iou_weight * iou_mse).mean()
-    return LossParts(
+    return SamLossParts(
         total=total,
         focal=focal[rows, chosen].mean().detach(),
         dice=dice[rows, chosen].mean().detach(),

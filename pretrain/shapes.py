@@ -207,7 +207,7 @@ def _paint(
     region[...] = alpha * fill + (1 - alpha) * region
 
 
-def render(
+def render_shapes(
     rng: np.random.Generator, size: int = 256, difficulty: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image and its instance labels drawn with `rng`, at `difficulty` in [0, 1].
@@ -247,7 +247,7 @@ def sample(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Image `index` of the training (or held-out) stream; same arguments -> same arrays.
 
-    Returns (image 3xSxS float32 in [0, 1], labels SxS int32), as `render`.
+    Returns (image 3xSxS float32 in [0, 1], labels SxS int32), as `render_shapes`.
     """
     stream = streams.PRETRAIN_HELD_OUT if held_out else streams.PRETRAIN_SHAPES
-    return render(np.random.default_rng([seed, stream, index]), size, difficulty)
+    return render_shapes(np.random.default_rng([seed, stream, index]), size, difficulty)

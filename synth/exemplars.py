@@ -30,7 +30,7 @@ from core.errors import InputError, ParamsError
 from core.params import Params, to_dict
 from core.schema import ExemplarSet, write_exemplars
 from synth.check import iter_volumes
-from synth.datasets import open_dataset
+from synth.datasets import BaseReader, open_dataset
 
 
 def _quotas(n: int, capacity: list[int]) -> list[int]:
@@ -115,12 +115,7 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
     train = reader.cases("train")
     if not train:
         raise InputError(reader.root, "no training cases")
-    labeled, depth = [], []
-    for volume in iter_volumes(reader, train, "scanning"):
-        assert volume.label is not None
-        labeled.append(np.flatnonzero(volume.label.reshape(volume.label.shape[0], -1).any(1)))
-        depth.append(volume.label.shape[0])
-        del volume  # free it before the next case is read
+    labeled, depth = _scan(reader, train)
     rng = np.random.default_rng([params.seed, streams.EXEMPLARS])
     try:
         picks = select_exemplars(labeled, params.exemplars, params.synth.exemplar_strategy, rng)
@@ -138,6 +133,40 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
         )
         for v, (d, mine) in enumerate(zip(depth, by_case, strict=True))
     ]
+    ex = _extract(reader, train, by_case, pools, params.dataset.format)
+    record = {
+        "exemplars": params.exemplars,
+        "seed": params.seed,
+        "dataset": to_dict(params.dataset),
+        "exemplar_strategy": params.synth.exemplar_strategy,
+        "pool_per_case": params.synth.pool_per_case,
+    }
+    write_exemplars(out_h5, ex, record)
+    write_text(out_csv, exemplar_table(ex))
+    how = "all labeled slices" if params.exemplars == "all" else params.synth.exemplar_strategy
+    _report(ex, len(train), how, out_h5, out_csv)
+    return ex
+
+
+def _scan(reader: BaseReader, train: list[str]) -> tuple[list[np.ndarray], list[int]]:
+    """Per training case, the indices of its labeled slices and its number of slices."""
+    labeled, depth = [], []
+    for volume in iter_volumes(reader, train, "scanning"):
+        assert volume.label is not None
+        labeled.append(np.flatnonzero(volume.label.reshape(volume.label.shape[0], -1).any(1)))
+        depth.append(volume.label.shape[0])
+        del volume  # free it before the next case is read
+    return labeled, depth
+
+
+def _extract(
+    reader: BaseReader,
+    train: list[str],
+    by_case: list[list[int]],
+    pools: list[list[int]],
+    dataset_format: str,
+) -> ExemplarSet:
+    """Copy the chosen exemplar and pool slices out of the training cases, one case at a time."""
     images, labels, cases, slices, pool_images, pool_cases, pool_slices = [], [], [], [], [], [], []
     wanted = [v for v in range(len(train)) if by_case[v] or pools[v]]
     index = {case: v for v, case in enumerate(train)}
@@ -156,7 +185,7 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
             pool_slices.append(z)
         del volume
     c, h, w = images[0].shape
-    ex = ExemplarSet(
+    return ExemplarSet(
         image=np.stack(images).astype(np.float32),
         label=np.stack(labels).astype(np.uint8),
         case=tuple(cases),
@@ -166,20 +195,8 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
         pool_slice=np.asarray(pool_slices, np.int64),
         classes=tuple(reader.classes),
         channels=tuple(reader.channels),
-        dataset_format=params.dataset.format,
+        dataset_format=dataset_format,
     )
-    record = {
-        "exemplars": params.exemplars,
-        "seed": params.seed,
-        "dataset": to_dict(params.dataset),
-        "exemplar_strategy": params.synth.exemplar_strategy,
-        "pool_per_case": params.synth.pool_per_case,
-    }
-    write_exemplars(out_h5, ex, record)
-    write_text(out_csv, exemplar_table(ex))
-    how = "all labeled slices" if params.exemplars == "all" else params.synth.exemplar_strategy
-    _report(ex, len(train), how, out_h5, out_csv)
-    return ex
 
 
 def exemplar_table(ex: ExemplarSet) -> str:

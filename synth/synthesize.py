@@ -44,7 +44,7 @@ from synth.synthetic_store import EncodedSample, SyntheticWriter, encode
 
 
 @dataclass(frozen=True)
-class Sample:
+class SyntheticSample:
     """One synthetic sample.
 
     image: C x H x W float32 in [0, 1]; label: H x W uint8 class ids; exemplar: index into the
@@ -90,7 +90,7 @@ def make_sample(
     seed: int,
     index: int,
     weights: np.ndarray | None = None,
-) -> Sample:
+) -> SyntheticSample:
     """Synthetic sample number `index` of the set made with `seed` (pure; see module docstring).
 
     With `params.enabled` false, sample `index` is exemplar `index` unchanged. `weights` are
@@ -98,7 +98,7 @@ def make_sample(
     """
     if not params.enabled:
         image = ex.image[index].astype(np.float32)
-        return Sample(image, ex.label[index].astype(np.uint8), index, -1)
+        return SyntheticSample(image, ex.label[index].astype(np.uint8), index, -1)
     rng = np.random.default_rng([seed, streams.SYNTH, index])
     if weights is None:
         weights = exemplar_weights(ex.label)
@@ -120,7 +120,7 @@ def make_sample(
     channels = ex.channels if len(ex.channels) == image.shape[0] else ("image",) * image.shape[0]
     seeds = [_child_seed(rng) for _ in dict.fromkeys(channels)]
     image = aug.intensity(image, channels, seeds)
-    return Sample(image, label, chosen, background)
+    return SyntheticSample(image, label, chosen, background)
 
 
 # ---- the stage: worker processes make and encode samples, this process writes them ----------

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from core.errors import InputError
 from core.params import Params, PretrainParams
-from pretrain.loop import lr_at, new_model, run, train
+from pretrain.loop import cosine_lr, new_model, pretrain, run
 from pretrain.loss import dice_loss, focal_loss, mask_iou, sam_loss
 from pretrain.prompts import (
     Prompts,
@@ -147,23 +147,23 @@ def test_batched_decode_matches_sams_decoder_per_image() -> None:
 
 def test_schedule(params: Params) -> None:
     p = dataclasses.replace(params.pretrain, steps=100, warmup_steps=10, lr=1.0)
-    assert lr_at(0, p) == pytest.approx(0.1) and lr_at(9, p) == pytest.approx(1.0)
-    assert lr_at(55, p) == pytest.approx(0.5) and lr_at(100, p) == pytest.approx(0.0)
+    assert cosine_lr(0, p) == pytest.approx(0.1) and cosine_lr(9, p) == pytest.approx(1.0)
+    assert cosine_lr(55, p) == pytest.approx(0.5) and cosine_lr(100, p) == pytest.approx(0.0)
 
 
 def test_loop_learns_finitely_and_resumes_exactly(params: Params, tmp_path: Path) -> None:
     p = _small(params)
     straight = new_model(0)
-    state = train(straight, p, 0, tmp_path / "a", report=False)
+    state = pretrain(straight, p, 0, tmp_path / "a", report=False)
     assert state.step == 4
     log = (tmp_path / "a" / "log.csv").read_text().splitlines()
     assert len(log) == 5 and all(math.isfinite(float(r.split(",")[1])) for r in log[1:])
     stopped = new_model(0)
-    assert train(stopped, p, 0, tmp_path / "b", stop_at=2, report=False).step == 2
+    assert pretrain(stopped, p, 0, tmp_path / "b", stop_at=2, report=False).step == 2
     resumed = new_model(0)
     # Resumed with the images made by worker processes: the same weights, bit for bit.
     with_workers = dataclasses.replace(p, workers=2)
-    assert train(resumed, with_workers, 0, tmp_path / "b", report=False).step == 4
+    assert pretrain(resumed, with_workers, 0, tmp_path / "b", report=False).step == 4
     for (name, a), b in zip(
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
@@ -173,7 +173,7 @@ def test_loop_learns_finitely_and_resumes_exactly(params: Params, tmp_path: Path
         new_model(0).state_dict()["mask_decoder.iou_token.weight"],
     )
     with pytest.raises(InputError, match="other pretraining settings"):
-        train(new_model(0), dataclasses.replace(p, lr=0.5), 0, tmp_path / "b", report=False)
+        pretrain(new_model(0), dataclasses.replace(p, lr=0.5), 0, tmp_path / "b", report=False)
 
 
 def test_run_ships_loadable_fp16_weights_and_a_card(params: Params, tmp_path: Path) -> None:
@@ -186,7 +186,7 @@ def test_run_ships_loadable_fp16_weights_and_a_card(params: Params, tmp_path: Pa
     assert 0.0 <= saved["held_out"]["miou_point_best"] <= 1.0
     sam = load_sam("tiny", out, 256)
     trained = new_model(0)
-    train(trained, p, 0, tmp_path / "state", report=False)  # finished: loads the last state
+    pretrain(trained, p, 0, tmp_path / "state", report=False)  # finished: loads the last state
     for name, value in sam.state_dict().items():
         expected = trained.state_dict()[name].to(torch.float16).float()
         torch.testing.assert_close(value, expected, rtol=0, atol=0, msg=name)

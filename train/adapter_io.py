@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -119,19 +120,31 @@ def load_adapter(
     base = checkpoint if checkpoint is not None else config.get("base_checkpoint")
     recorded = config.get("base_sha256")
     if base is not None:
-        if not Path(base).is_file():
-            raise InputError(base, "base checkpoint of the adapter not found")
-        if recorded is None:
-            raise InputError(where, f"adapter was trained on random base weights, not on {base}")
-        if sha256_file(base) != recorded:
-            raise InputError(base, f"SHA-256 differs from the adapter's base ({recorded[:12]}...)")
+        _check_base(base, recorded, where)
     try:
         model_params = ModelParams(config["arch"], base, config["input_size"])
         lora = LoraParams(**config["lora"])
         model = build_fewsam(model_params, lora, config["num_classes"])
     except (KeyError, TypeError, ParamsError, ValueError) as e:
         raise InputError(where, f"unusable adapter config ({type(e).__name__}: {e})") from None
-    path = adapter_dir / ADAPTER_FILE
+    state = _read_tensors(adapter_dir / ADAPTER_FILE, model)
+    model.load_state_dict(state, strict=False)
+    model.base_sha256 = recorded
+    return model.eval(), config
+
+
+def _check_base(base: str, recorded: str | None, where: Path) -> None:
+    """The base checkpoint `base` exists and is the one the adapter recorded (by SHA-256)."""
+    if not Path(base).is_file():
+        raise InputError(base, "base checkpoint of the adapter not found")
+    if recorded is None:
+        raise InputError(where, f"adapter was trained on random base weights, not on {base}")
+    if sha256_file(base) != recorded:
+        raise InputError(base, f"SHA-256 differs from the adapter's base ({recorded[:12]}...)")
+
+
+def _read_tensors(path: Path, model: FewSam) -> dict[str, torch.Tensor]:
+    """The trained tensors in `path`, checked to be exactly those `model` trains, shape for shape."""
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
@@ -154,6 +167,4 @@ def load_adapter(
             f"tensor {wrong[0]} has shape {tuple(state[wrong[0]].shape)}, "
             f"the config implies {tuple(expected[wrong[0]].shape)}",
         )
-    model.load_state_dict(state, strict=False)
-    model.base_sha256 = recorded
-    return model.eval(), config
+    return state

@@ -33,7 +33,7 @@ from train.prompts import pad_points, sample_class_points
 SampleKey = tuple[int, int]  # (epoch, index into synthetic.h5)
 
 
-class Sample(NamedTuple):
+class TrainSample(NamedTuple):
     """One training example at the model's input size S."""
 
     image: torch.Tensor  # 3 x S x S float32 in [0, 1]
@@ -54,7 +54,7 @@ class Batch(NamedTuple):
         return Batch(*(t.to(device, non_blocking=True) for t in self))
 
 
-class SyntheticSlices(Dataset[Sample]):
+class SyntheticSlices(Dataset[TrainSample]):
     """`data/synthetic.h5` indexed by (epoch, index) keys; one lazily opened file per process.
 
     The HDF5 handle is opened on first use inside whichever process reads (the main one, or each
@@ -94,7 +94,7 @@ class SyntheticSlices(Dataset[Sample]):
             self._file.close()
         self._file = None
 
-    def __getitem__(self, key: SampleKey) -> Sample:
+    def __getitem__(self, key: SampleKey) -> TrainSample:
         epoch, index = key
         f = self._handle()
         image = f["image"][index].astype(np.float32)  # C x H x W
@@ -107,10 +107,10 @@ class SyntheticSlices(Dataset[Sample]):
         points, classes = sample_class_points(
             y.numpy(), self.num_classes, self.points_per_class, rng
         )
-        return Sample(x, y.long(), points, classes)
+        return TrainSample(x, y.long(), points, classes)
 
 
-def collate(samples: list[Sample]) -> Batch:
+def collate(samples: list[TrainSample]) -> Batch:
     """Stack images and labels; pad the per-image point lists to the longest one."""
     points, point_labels = pad_points([(s.points, s.classes) for s in samples])
     return Batch(
@@ -174,7 +174,7 @@ def prompt_free(seed: int, step: int, prompt_dropout: float) -> bool:
 
 def make_loader(
     dataset: SyntheticSlices, sampler: StepBatchSampler, num_workers: int, pin_memory: bool
-) -> DataLoader[Sample]:
+) -> DataLoader[TrainSample]:
     """A DataLoader yielding `Batch`es in the sampler's order (workers only change the speed)."""
     return DataLoader(
         dataset,

@@ -10,6 +10,9 @@ The resume folder sits beside the adapter folder, not inside it (`models/.resume
 No random-number state is saved: every random draw of a step is seeded from (seed, rank, step),
 so continuing at step k replays exactly what an uninterrupted run would have done.
 
+During a run, `Checkpointer` decides when rank 0 writes them: the state every `train.save_every`
+steps, the log alone every LOG_FLUSH_SECONDS in between, nothing after the last step.
+
 The run hash covers what changes the trained weights: seed, model, lora, loss, the train keys
 below, and the bytes of the data and base checkpoint. Keys that only change speed or
 bookkeeping (workers, device, compile, save_every, resume) are left out, so they can differ.
@@ -28,8 +31,11 @@ import torch
 
 from core.atomic import atomic_path
 from core.params import Params, fingerprint, to_dict
+from train.model import FewSam, trainable_state_dict
 
 STATE_FILE = "state.pt"
+LOG_FILE = "train_log.csv"
+LOG_FLUSH_SECONDS = 30.0
 LOG_FIELDS = ("step", "loss", "ce", "dice", "lr", "seconds")
 _NOT_HASHED = ("num_workers", "save_every", "resume", "device", "compile")
 
@@ -73,7 +79,7 @@ def save_state(
     }
     with atomic_path(folder / STATE_FILE, suffix=".pt") as tmp:
         torch.save(state, tmp)
-    write_log(folder / "train_log.csv", rows)
+    write_log(folder / LOG_FILE, rows)
 
 
 def load_state(folder: Path, hash_: str, quiet: bool = False) -> dict[str, Any] | None:
@@ -96,6 +102,70 @@ def load_state(folder: Path, hash_: str, quiet: bool = False) -> dict[str, Any] 
         return None
     state["log"] = [dict(zip(LOG_FIELDS, row, strict=True)) for row in state["log"]]
     return state
+
+
+def restore(
+    folder: Path, hash_: str, model: FewSam, optimizer: torch.optim.Optimizer, quiet: bool
+) -> tuple[int, list[dict[str, float]]]:
+    """Load a matching resume state into `model` and `optimizer`: (next step, log rows so far)."""
+    state = load_state(folder, hash_, quiet=quiet)
+    if state is None:
+        return 0, []
+    if set(state["model"]) != set(trainable_state_dict(model)):
+        # Same params, but code that names its tensors differently: not this run's state.
+        if not quiet:
+            print(f"note: {folder} holds other tensors; starting over", file=sys.stderr)
+        return 0, []
+    model.load_state_dict(state["model"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"]), state["log"]
+
+
+class Checkpointer:
+    """Writes the resume state of a run every `save_every` steps, and the log in between.
+
+    Only where `active` (rank 0). Nothing is written once `max_steps` are done: the finished run
+    writes its adapter and log instead and clears the folder.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        hash_: str,
+        save_every: int,
+        max_steps: int,
+        active: bool,
+        now: float,
+    ) -> None:
+        self.folder, self.hash_ = folder, hash_
+        self.save_every, self.max_steps, self.active = save_every, max_steps, active
+        self._last_write = now  # perf_counter seconds of the last write (or of the start)
+
+    def after_step(
+        self,
+        done: int,
+        now: float,
+        model: FewSam,
+        optimizer: torch.optim.Optimizer,
+        rows: list[dict[str, float]],
+    ) -> None:
+        """Called once `done` steps are done, at `now`, with the log `rows` so far."""
+        if not self.active or done >= self.max_steps:
+            return
+        if done % self.save_every == 0:
+            save_state(
+                self.folder,
+                step=done,
+                hash_=self.hash_,
+                model_state=trainable_state_dict(model),
+                optimizer_state=optimizer.state_dict(),
+                rows=rows,
+            )
+        elif now - self._last_write > LOG_FLUSH_SECONDS:
+            write_log(self.folder / LOG_FILE, rows)
+        else:
+            return
+        self._last_write = now
 
 
 def clear_state(folder: Path) -> None:
