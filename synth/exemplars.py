@@ -12,6 +12,12 @@ number asked for, the strategy and a seeded generator:
 
 The background pool holds `synth.pool_per_case` evenly spaced slices (with seeded jitter) per
 training volume, never an exemplar slice, stored without labels.
+
+Annotated scans (the label-a-few-slices path): when the annotation folder `dataset.annotations`
+holds a manifest (`synth.annotations`), training labels are never read. The exemplars are the
+listed slices with the labels a person painted (`exemplars: all`), or `exemplars: N` of them
+spread as above; a listed slice painted all background is a negative exemplar. The pool never
+takes a listed slice.
 """
 
 from __future__ import annotations
@@ -29,8 +35,18 @@ from core.atomic import ensure_parent, write_text
 from core.errors import InputError, ParamsError
 from core.params import Params, to_dict
 from core.schema import ExemplarSet, write_exemplars
+from synth.annotations import (
+    MANIFEST,
+    annotated_slices,
+    listed_cases,
+    manifest_problems,
+    read_manifest,
+)
 from synth.check import iter_volumes
 from synth.datasets import BaseReader, open_dataset
+
+# case -> axial index -> H x W uint8 label painted on that listed slice
+Annotations = dict[str, dict[int, np.ndarray]]
 
 
 def _quotas(n: int, capacity: list[int]) -> list[int]:
@@ -115,12 +131,22 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
     train = reader.cases("train")
     if not train:
         raise InputError(reader.root, "no training cases")
-    labeled, depth = _scan(reader, train)
+    folder = Path(params.dataset.annotations)
+    annotations = (
+        _read_annotations(reader, train, folder) if (folder / MANIFEST).is_file() else None
+    )
+    if annotations is None:
+        labeled, depth = _scan(reader, train)
+        strategy = params.synth.exemplar_strategy
+    else:
+        depth = _depths(reader, train)
+        labeled = [np.asarray(sorted(annotations.get(case, {})), np.int64) for case in train]
+        strategy = "spread"  # the person chose the slices; N of them are spread, never drawn
     rng = np.random.default_rng([params.seed, streams.EXEMPLARS])
     try:
-        picks = select_exemplars(labeled, params.exemplars, params.synth.exemplar_strategy, rng)
-    except ParamsError as e:  # name the dataset whose labeled slices were counted
-        raise ParamsError(f"{reader.root}: {e}") from None
+        picks = select_exemplars(labeled, params.exemplars, strategy, rng)
+    except ParamsError as e:  # name what the labeled slices were counted in
+        raise ParamsError(f"{folder if annotations else reader.root}: {e}") from None
     by_case: list[list[int]] = [[] for _ in train]
     for v, z in picks:
         by_case[v].append(z)
@@ -128,12 +154,12 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
         select_pool(
             d,
             params.synth.pool_per_case,
-            set(mine),
+            set(mine) if annotations is None else set(int(z) for z in labeled[v]),
             np.random.default_rng([params.seed, streams.POOL, v]),
         )
         for v, (d, mine) in enumerate(zip(depth, by_case, strict=True))
     ]
-    ex = _extract(reader, train, by_case, pools, params.dataset.format)
+    ex = _extract(reader, train, by_case, pools, params.dataset.format, annotations)
     record = {
         "exemplars": params.exemplars,
         "seed": params.seed,
@@ -143,9 +169,36 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
     }
     write_exemplars(out_h5, ex, record)
     write_text(out_csv, exemplar_table(ex))
-    how = "all labeled slices" if params.exemplars == "all" else params.synth.exemplar_strategy
+    how = "all labeled slices" if params.exemplars == "all" else strategy
+    if annotations is not None:
+        which = "all" if params.exemplars == "all" else f"{params.exemplars}, spread,"
+        how = f"{which} of the slices listed in {folder / MANIFEST}"
     _report(ex, len(train), how, out_h5, out_csv)
     return ex
+
+
+def _depths(reader: BaseReader, train: list[str]) -> list[int]:
+    """Per training case, its number of axial slices (labels are not read)."""
+    depth = []
+    for volume in iter_volumes(reader, train, "scanning"):
+        depth.append(int(volume.image.shape[1]))
+        del volume  # free it before the next case is read
+    return depth
+
+
+def _read_annotations(reader: BaseReader, train: list[str], folder: Path) -> Annotations:
+    """The painted label of every listed slice, by case and axial index (InputError on a bad
+    annotation; `fewsam data check` lists them all)."""
+    rows = read_manifest(folder)
+    problems = manifest_problems(folder, rows, train)
+    if problems:
+        raise problems[0].error()
+    out: Annotations = {}
+    for case, case_rows in listed_cases(rows).items():
+        volume = reader.load(case)
+        out[case] = annotated_slices(folder, case_rows, volume, len(reader.classes))
+        del volume
+    return out
 
 
 def _scan(reader: BaseReader, train: list[str]) -> tuple[list[np.ndarray], list[int]]:
@@ -165,18 +218,25 @@ def _extract(
     by_case: list[list[int]],
     pools: list[list[int]],
     dataset_format: str,
+    annotations: Annotations | None = None,
 ) -> ExemplarSet:
-    """Copy the chosen exemplar and pool slices out of the training cases, one case at a time."""
+    """Copy the chosen exemplar and pool slices out of the training cases, one case at a time.
+
+    Exemplar labels come from `annotations` when given, else from the cases' own labels.
+    """
     images, labels, cases, slices, pool_images, pool_cases, pool_slices = [], [], [], [], [], [], []
     wanted = [v for v in range(len(train)) if by_case[v] or pools[v]]
     index = {case: v for v, case in enumerate(train)}
     # A plain loop over the generator: zip/enumerate would keep the previous volume alive.
     for volume in iter_volumes(reader, [train[v] for v in wanted], "extracting"):
-        assert volume.label is not None
         v = index[volume.case]
         for z in by_case[v]:
             images.append(volume.image[:, z].copy())  # a copy, not a view pinning the volume
-            labels.append(volume.label[z].copy())
+            if annotations is not None:
+                labels.append(annotations[volume.case][z])
+            else:
+                assert volume.label is not None
+                labels.append(volume.label[z].copy())
             cases.append(train[v])
             slices.append(z)
         for z in pools[v]:

@@ -36,12 +36,14 @@ COPIED = (
     "evaluate",
     "phantom",
     "pretrain",
+    "suggest",
     "fewsam",
     ".dvc/config",
     ".dvc/plots",
     ".dvc/.gitignore",
     ".dvcignore",
     ".gitignore",
+    "data/annotations",
 )
 STAGES = ("phantom", "extract", "synthesize", "train", "infer", "score")
 _RUNNING = re.compile(r"Running stage '([\w-]+)'")
