@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -80,17 +80,35 @@ def write_case_labels(
 
 
 def manifest_rows(
-    folder: Path, suggestions: Sequence[Suggestion], strategy: str, round_: int
+    folder: Path,
+    suggestions: Sequence[Suggestion],
+    strategy: str,
+    round_: int,
+    earlier: Sequence[SliceRow] = (),
 ) -> list[SliceRow]:
-    """Write each suggested case's label file and return the new manifest rows, ranked."""
+    """Write each suggested case's label file; return the whole manifest (`earlier` rows, then
+    the new ones, ranked).
+
+    An earlier row whose file was never saved since `suggest` wrote it gets the new file's hash,
+    so its unreviewed draft is still reported as never saved after this rewrite; a row whose
+    file a person saved keeps its hash.
+    """
     by_case: dict[str, list[Suggestion]] = {}
     for s in suggestions:
         by_case.setdefault(s.volume.case, []).append(s)
     file_hashes: dict[str, tuple[str, dict[int, str]]] = {}
+    before: dict[str, str | None] = {}
     for case, items in sorted(by_case.items()):
-        file_hashes[case] = write_case_labels(
-            folder, items[0].volume, {s.z: s.draft for s in items}
-        )
+        path = label_path(folder, case)
+        before[case] = sha256_bytes(path.read_bytes()) if path.is_file() else None
+        drafts = {s.z: s.draft for s in items}
+        file_hashes[case] = write_case_labels(folder, items[0].volume, drafts)
+    kept = [
+        replace(row, file_sha256=file_hashes[row.case][0])
+        if row.case in file_hashes and row.file_sha256 == before[row.case]
+        else row
+        for row in earlier
+    ]
     rows = []
     for rank, s in enumerate(suggestions, start=1):
         axis, index, position = slice_position_mm(s.volume, s.z)
@@ -109,7 +127,7 @@ def manifest_rows(
                 file_sha256=file_hash,
             )
         )
-    return rows
+    return kept + rows
 
 
 def contact_sheet(

@@ -221,8 +221,9 @@ def run(
     )
     suggestions = _drafts(params, picks, reader, scans, model)
     round_ = max((r.round for r in rows), default=0) + 1
-    new_rows = manifest_rows(Path(out), suggestions, strategy, round_)
-    write_manifest(Path(out), rows + new_rows)
+    manifest = manifest_rows(Path(out), suggestions, strategy, round_, rows)
+    new_rows = manifest[len(rows) :]
+    write_manifest(Path(out), manifest)
     contact_sheet(Path(out) / SHEET, suggestions, new_rows, reader.classes)
     for row in new_rows:
         print(

@@ -292,11 +292,6 @@ def test_resaved_unchanged_file_is_no_problem(setup: Setup) -> None:
     assert setup.problems() == []
 
 
-@pytest.mark.xfail(
-    reason="phantom.annotator._save_label writes bytes identical to suggest's (same header, gzip "
-    "level 6, mtime 0), so an annotated all-background slice reads as never saved",
-    strict=True,
-)
 def test_annotator_saving_an_empty_truth_slice_is_no_problem(setup: Setup, tmp_path: Path) -> None:
     truth = tmp_path / "truth"
     shutil.copytree(setup.truth, truth)

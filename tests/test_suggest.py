@@ -376,11 +376,6 @@ def test_uncertain_with_adapter_writes_its_drafts(
                 assert not data[:, :, k].any()  # drafts only on the suggested slices
 
 
-@pytest.mark.xfail(
-    reason="suggest.run keeps the earlier rows' file_sha256 when a later round rewrites the same "
-    "label file, so unreviewed round-1 drafts no longer count as never saved",
-    strict=True,
-)
 def test_unreviewed_drafts_stay_reported_after_another_round(
     params: Params, sources: Path, tmp_path: Path
 ) -> None:
