@@ -232,7 +232,7 @@ def main() -> None:
     print(
         f"`.venv/bin/python benchmarks/bench_suggest.py --work {args.work} --jobs {args.jobs}` on "
         f"{platform.machine()} ({os.cpu_count()} cores), overrides {' '.join(sets)}; "
-        f"12 test cases, `transunet` protocol, mean ± sd over seeds."
+        "phantom Synapse test cases, `transunet` protocol, mean ± sd over seeds."
     )
     print(summarize(done))
 

@@ -69,16 +69,19 @@ def load_models(params: Params, adapter: Path, reader: BaseReader) -> Models:
 
 
 def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np.ndarray]:
-    """method -> Z x H x W uint8 label map of `source` (a labeled volume on its source grid)."""
+    """method -> Z x H x W uint8 label map of `source` (a volume on its source grid).
+
+    An unlabeled test scan gets the prompt-free label map only: the prompted modes take their
+    points from the ground truth.
+    """
     view = resize_volume(source, params.dataset.slice_size)  # the slices the models take
-    assert view.label is not None
     out_hw = (int(source.image.shape[2]), int(source.image.shape[3]))
     k, batch = models.adapted.num_classes, params.evaluate.batch_size
+    preds = {"prompt_free": predict_volume(models.adapted, view.image, batch, out_hw=out_hw)}
+    if view.label is None:
+        return preds
     prompts = gt_prompts(view.label, k, params.train.points_per_class, params.seed, source.case)
-    preds = {
-        "prompt_free": predict_volume(models.adapted, view.image, batch, out_hw=out_hw),
-        "prompted": predict_volume(models.adapted, view.image, batch, prompts, out_hw=out_hw),
-    }
+    preds["prompted"] = predict_volume(models.adapted, view.image, batch, prompts, out_hw=out_hw)
     if models.sam is not None:
         preds["zero_shot"] = zero_shot_volume(
             models.sam, view.image, view.label, k, batch, out_hw=out_hw
@@ -89,10 +92,11 @@ def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np
 def write_overlays(
     folder: Path, source: Volume, preds: dict[str, np.ndarray], classes: tuple[str, ...], count: int
 ) -> None:
-    """`count` slices of the case's labeled range: image, ground truth and every method."""
-    assert source.label is not None
-    for z in reports.overlay_slices(source.label, count):
-        panels = {"ground truth": source.label[z]}
+    """`count` slices of the case's labeled range: image, ground truth and every method (an
+    unlabeled scan: the range its prompt-free label map covers, and no ground truth)."""
+    shown = source.label if source.label is not None else preds["prompt_free"]
+    for z in reports.overlay_slices(shown, count):
+        panels = {"ground truth": source.label[z]} if source.label is not None else {}
         panels.update({reports.METHOD_TITLES[m]: p[z] for m, p in preds.items()})
         reports.write_overlay(
             folder / f"{source.case}_z{z:03d}.png",

@@ -25,12 +25,14 @@ _NII = re.compile(r"^(?P<case>[^.].*?)\.nii(\.gz)?$")  # hidden files (temporari
 
 
 def evaluation_cases(reader: BaseReader, max_cases: int) -> list[str]:
-    """The test cases evaluation covers: the first `max_cases` (0 = all) in sorted order."""
+    """The test cases evaluation covers: the first `max_cases` (0 = all) in sorted order.
+
+    May be empty (a dataset of unlabeled training scans without imagesTs): infer then writes no
+    label map and score says that nothing was scored.
+    """
     cases = reader.cases("test")
     if max_cases:
         cases = cases[:max_cases]
-    if not cases:
-        raise InputError(reader.root, "no test case to evaluate")
     return cases
 
 

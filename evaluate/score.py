@@ -226,16 +226,48 @@ def run_pipeline(
     ensure_parent(out / "metrics.json")  # an unwritable `out` fails before any case is read
     reader = open_dataset(params.dataset, params.seed)
     cases = evaluation_cases(reader, params.evaluate.max_cases)
-    found = find_predictions(predictions)
-    check_cases(found, cases, f"the test cases of {reader.root}")
+    protocol = protocol or params.evaluate.protocol
+    scored = [case for case in cases if reader.labeled(case)]
+    if not scored:
+        return write_unscored(out, reader.classes, protocol, len(cases))
+    found = unscored_dropped(find_predictions(predictions), set(cases) - set(scored))
+    check_cases(found, scored, f"the labeled test cases of {reader.root}")
 
     def truths() -> Iterator[Truth]:
-        for case in track(cases, "score"):
+        for case in track(scored, "score"):
             yield Truth.of_volume(reader.load(case, resize=False))
 
-    protocol = protocol or params.evaluate.protocol
     results = score_predictions(found, truths(), len(reader.classes), protocol)
     return write_reports(out, results, reader.classes, protocol)
+
+
+def unscored_dropped(predictions: Predictions, unlabeled: set[str]) -> Predictions:
+    """`predictions` without the label maps of unlabeled test scans (segmented, not scored)."""
+    out = {}
+    for method, found in predictions.items():
+        files = {case: path for case, path in found.files.items() if case not in unlabeled}
+        if files or not found.files:
+            out[method] = MethodFiles(found.folder, files)
+    return out
+
+
+def write_unscored(
+    out: Path, classes: Sequence[str], protocol: ProtocolName, segmented: int
+) -> dict[str, Any]:
+    """The reports when no test scan has a label: `cases: 0`, null headline scores, empty CSVs."""
+    metrics: dict[str, Any] = {
+        "protocol": protocol,
+        "hd95_unit": "voxel" if protocol == "transunet" else "mm",
+        "cases": 0,
+        "note": f"nothing was scored: none of the {segmented} test scans has a label",
+    }
+    for dsc_key, hd95_key in reports.HEADLINE_KEYS.values():
+        metrics[dsc_key] = metrics[hd95_key] = None
+    reports.write_per_case(out / "per_case.csv", {}, classes)
+    reports.write_per_class(out / "per_class.csv", {}, classes)
+    reports.write_metrics(out / "metrics.json", metrics)
+    print(metrics["note"])
+    return metrics
 
 
 def parse_classes(text: str) -> tuple[str, ...]:

@@ -67,6 +67,10 @@ class BaseReader:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return sorted(self._splits[split])
 
+    def labeled(self, case: str) -> bool:
+        """Whether `case` comes with a label volume (unlabeled scans exist in the `nifti` layout)."""
+        return True
+
     def layout_problems(self) -> list[Problem]:
         """Problems of the folder layout found when indexing (missing partner files...)."""
         return list(self._layout)

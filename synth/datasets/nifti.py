@@ -168,6 +168,10 @@ class NiftiReader(BaseReader):
                 cases.append(case)
         return cases
 
+    def labeled(self, case: str) -> bool:
+        """Whether `case` has a label file (unlabeled training or test scans have none)."""
+        return case in self._files and self._files[case][1] is not None
+
     def _add_unlabeled(self, images: dict[str, dict[int, Path]], images_dir: str) -> list[str]:
         cases = []
         for case, channels in sorted(images.items()):
