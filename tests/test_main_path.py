@@ -125,9 +125,13 @@ def test_unlabeled_test_scans_are_segmented_not_scored(project: dict[str, Path])
     scans = root / "scans_unlabeled_test"
     shutil.copytree(project["scans"], scans)
     shutil.rmtree(scans / "labelsTs")
-    params = str(write_params(root / "unlabeled_test", scans, project["folder"], max_steps=2))
+    (root / "unlabeled_test").mkdir()
+    folder = root / "unlabeled_test" / "annotate"
+    params = str(write_params(root / "unlabeled_test", scans, folder, max_steps=2, warmup_steps=0))
     adapter = root / "adapter_small"
     with torch_threads(2):
+        fewsam("synth", "suggest", "-p", params, "--n", "2", "--out", str(folder))
+        annotator.annotate_from_truth(folder, root / "phantom" / "synapse")
         fewsam("synth", "extract", "-p", params, "--out", str(root / "u_ex.h5"),
                "--csv", str(root / "u_ex.csv"))  # fmt: skip
         fewsam("synth", "run", "-p", params, "--exemplars", str(root / "u_ex.h5"),
