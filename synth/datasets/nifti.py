@@ -152,41 +152,32 @@ class NiftiReader(BaseReader):
             self._layout.append(Problem(first, f"image without label in {labels_dir}/"))
         for case in sorted(set(labels) - set(images)):
             self._layout.append(Problem(labels[case], f"label without image in {images_dir}/"))
-        cases = []
-        for case in sorted(set(images) & set(labels)):
-            channels = images[case]
-            gaps = [i for i in range(max(channels) + 1) if i not in channels]
-            if gaps:
-                want = self.root / images_dir / f"{case}_{gaps[0]:04d}.nii.gz"
-                self._layout.append(Problem(want, f"missing channel file of case {case}"))
-            elif case in self._files:
-                self._layout.append(
-                    Problem(labels[case], f"case {case} is in both training and test")
-                )
-            else:
-                self._files[case] = ([channels[i] for i in sorted(channels)], labels[case])
-                cases.append(case)
-        return cases
+        cases = sorted(set(images) & set(labels))
+        return [c for c in cases if self._register(c, images[c], labels[c], images_dir)]
 
     def labeled(self, case: str) -> bool:
         """Whether `case` has a label file (unlabeled training or test scans have none)."""
         return case in self._files and self._files[case][1] is not None
 
     def _add_unlabeled(self, images: dict[str, dict[int, Path]], images_dir: str) -> list[str]:
-        cases = []
-        for case, channels in sorted(images.items()):
-            gaps = [i for i in range(max(channels) + 1) if i not in channels]
-            if gaps:
-                want = self.root / images_dir / f"{case}_{gaps[0]:04d}.nii.gz"
-                self._layout.append(Problem(want, f"missing channel file of case {case}"))
-            elif case in self._files:
-                self._layout.append(
-                    Problem(channels[0], f"case {case} is in both training and test")
-                )
-            else:
-                self._files[case] = ([channels[i] for i in sorted(channels)], None)
-                cases.append(case)
-        return cases
+        return [c for c in sorted(images) if self._register(c, images[c], None, images_dir)]
+
+    def _register(
+        self, case: str, channels: dict[int, Path], label: Path | None, images_dir: str
+    ) -> bool:
+        """Index one case (its channel files in order, its label or None); False with a layout
+        problem when a channel file is missing or the case is already in the other split."""
+        gaps = [i for i in range(max(channels) + 1) if i not in channels]
+        if gaps:
+            want = self.root / images_dir / f"{case}_{gaps[0]:04d}.nii.gz"
+            self._layout.append(Problem(want, f"missing channel file of case {case}"))
+            return False
+        if case in self._files:
+            where = label if label is not None else channels[min(channels)]
+            self._layout.append(Problem(where, f"case {case} is in both training and test"))
+            return False
+        self._files[case] = ([channels[i] for i in sorted(channels)], label)
+        return True
 
     def read_case(self, case: str) -> tuple[Volume | None, list[Problem]]:
         """`case` as image C x Z x H x W in [0, 1] and label Z x H x W with ids 0..K (None when
