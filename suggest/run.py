@@ -73,7 +73,6 @@ def _feature_picks(
     strategy: str,
     model: torch.nn.Module | None,
     device: torch.device,
-    rng: np.random.Generator,
 ) -> list[tuple[int, int, float | None]]:
     """diverse / uncertain: (scan index, axial index, score) of the n picks."""
     stride = params.suggest.stride
@@ -125,12 +124,10 @@ def _feature_picks(
     x = np.stack([feats[c] for c in candidates])
     centers = np.stack([feats[c] for c in listed]) if listed else None
     if strategy == "diverse":
-        chosen, distances = strategies.k_center(x, n, centers, rng)
+        chosen, distances = strategies.k_center(x, n, centers)
         return [(*candidates[i], float(d)) for i, d in zip(chosen, distances, strict=True)]
     u = np.array([unc[c] for c in candidates])
-    chosen = strategies.most_uncertain_then_diverse(
-        u, x, n, params.suggest.uncertain_pool, centers, rng
-    )
+    chosen = strategies.most_uncertain_then_diverse(u, x, n, params.suggest.uncertain_pool, centers)
     return [(*candidates[i], float(u[i])) for i in chosen]
 
 
@@ -155,7 +152,7 @@ def choose(
             return [(v, z, None) for v, z in strategies.random_picks(bodies, n, listed, rng)]
     except ValueError as e:
         raise ParamsError(f"suggest: {e}") from None
-    return _feature_picks(params, reader, scans, n, strategy, model, device, rng)
+    return _feature_picks(params, reader, scans, n, strategy, model, device)
 
 
 def _drafts(

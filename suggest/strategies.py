@@ -7,8 +7,10 @@ never chosen again. Every function returns (scan index, axial index) pairs, sort
   exemplar spread of `synth.exemplars`, on body slices instead of labeled ones.
 - `random`: a seeded draw without replacement from the free body slices.
 - `k_center`: greedy farthest-point selection on feature vectors (k-center), starting from the
-  already listed slices, or from a seeded random candidate when there are none: each pick is the
-  candidate farthest from everything picked or listed, so picks cover the feature space.
+  already listed slices, or, when there are none, from the most typical candidate (the one
+  nearest the mean feature, so that one slice alone is a representative one, not an outlier);
+  each further pick is the candidate farthest from everything picked or listed, so picks cover
+  the feature space.
 - `most_uncertain_then_diverse`: the `pool` x n candidates of highest uncertainty, then
   `k_center` among them, so n picks are not n neighbours of one confusing region.
 """
@@ -60,13 +62,13 @@ def random_picks(
 
 
 def k_center(
-    features: np.ndarray, n: int, centers: np.ndarray | None, rng: np.random.Generator
+    features: np.ndarray, n: int, centers: np.ndarray | None
 ) -> tuple[list[int], np.ndarray]:
     """Greedy k-center: indices of `n` rows of `features` (N x D) and each one's distance.
 
     centers: M x D features of slices already listed (M may be 0). The distance returned for a
     pick is its distance to the nearest earlier pick or listed slice when it was chosen (the first
-    pick without centers gets NaN: it was drawn, not chosen by distance).
+    pick without centers gets NaN: it was chosen as the most typical, not by that distance).
     """
     _check_enough(n, len(features))
     x = np.asarray(features, np.float64)
@@ -78,7 +80,8 @@ def k_center(
     scores: list[float] = []
     for _ in range(n):
         if np.isinf(nearest).all():
-            i, score = int(rng.integers(len(x))), float("nan")
+            typical = np.sqrt(((x - x.mean(axis=0)) ** 2).sum(-1))
+            i, score = int(np.argmin(typical)), float("nan")  # ties: the lowest index
         else:
             masked = np.where(np.isin(np.arange(len(x)), picks), -1.0, nearest)
             i = int(np.argmax(masked))  # ties: the lowest index, so the result is reproducible
@@ -95,11 +98,10 @@ def most_uncertain_then_diverse(
     n: int,
     pool: int,
     centers: np.ndarray | None,
-    rng: np.random.Generator,
 ) -> list[int]:
     """Indices of `n` candidates: k-center among the `pool * n` most uncertain ones."""
     _check_enough(n, len(uncertainty))
     # Stable sort on the negated score: equal uncertainty keeps candidate order.
     top = np.argsort(-np.asarray(uncertainty, np.float64), kind="stable")[: max(n, pool * n)]
-    chosen, _ = k_center(np.asarray(features)[top], n, centers, rng)
+    chosen, _ = k_center(np.asarray(features)[top], n, centers)
     return [int(top[i]) for i in chosen]

@@ -113,32 +113,28 @@ POINTS = np.array([[0.0, 0.0], [0.1, 0.0], [10.0, 0.0], [0.0, 8.0]])
 def test_k_center_from_listed_centers() -> None:
     # Farthest from the listed (0, 0): (10, 0) at 10; then (0, 8) at 8 (12.8 from (10, 0));
     # then (0.1, 0) at 0.1 ((0, 0) is at distance 0 of the listed centre).
-    picks, scores = k_center(POINTS, 3, np.array([[0.0, 0.0]]), np.random.default_rng(0))
+    picks, scores = k_center(POINTS, 3, np.array([[0.0, 0.0]]))
     assert picks == [2, 3, 1]
     np.testing.assert_allclose(scores, [10.0, 8.0, 0.1])
 
 
 def test_k_center_first_pick_is_farthest_from_centers() -> None:
     # From the listed (0, 8): (0, 0) is 8 away, (0.1, 0) 8.0006, (10, 0) 12.8, (0, 8) 0.
-    picks, scores = k_center(POINTS, 1, np.array([[0.0, 8.0]]), np.random.default_rng(0))
+    picks, scores = k_center(POINTS, 1, np.array([[0.0, 8.0]]))
     assert picks == [2]
     np.testing.assert_allclose(scores, [math.sqrt(164.0)])
 
 
-def test_k_center_without_centers_starts_at_a_seeded_draw() -> None:
+def test_k_center_without_centers_starts_at_the_most_typical() -> None:
     x = np.array([[0.0], [1.0], [2.0], [10.0]])
-    first = int(np.random.default_rng(3).integers(4))
-    picks, scores = k_center(x, 2, None, np.random.default_rng(3))
-    assert picks[0] == first and math.isnan(scores[0])
-    distances = np.abs(x[:, 0] - x[first, 0])
-    assert picks[1] == int(np.argmax(distances))
-    assert scores[1] == pytest.approx(distances.max())
-    # Every row once when n is the number of rows; the same draw gives the same order.
-    all_picks, _ = k_center(x, 4, None, np.random.default_rng(3))
-    assert sorted(all_picks) == [0, 1, 2, 3]
-    assert all_picks == k_center(x, 4, None, np.random.default_rng(3))[0]
+    # Mean 3.25: the nearest candidate is 2.0 (index 2); then the farthest from it is 10.0.
+    picks, scores = k_center(x, 2, None)
+    assert picks == [2, 3] and math.isnan(scores[0]) and scores[1] == pytest.approx(8.0)
+    # Every row once when n is the number of rows, in a reproducible order.
+    all_picks, _ = k_center(x, 4, None)
+    assert sorted(all_picks) == [0, 1, 2, 3] and all_picks == k_center(x, 4, None)[0]
     with pytest.raises(ValueError):
-        k_center(x, 5, None, np.random.default_rng(3))
+        k_center(x, 5, None)
 
 
 # ---- most uncertain, then diverse ----
@@ -149,11 +145,8 @@ UNCERTAINTY = np.array([0.90, 0.89, 0.80, 0.50, 0.05, 0.10])
 FEATURES = np.array([[0.0, 0.0], [0.0, 0.01], [10.0, 0.0], [3.0, 3.0], [100.0, 100.0], [5, 5]])
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_uncertain_picks_stay_in_the_pool_and_are_diverse(seed: int) -> None:
-    picks = most_uncertain_then_diverse(
-        UNCERTAINTY, FEATURES, 2, 2, None, np.random.default_rng(seed)
-    )
+def test_uncertain_picks_stay_in_the_pool_and_are_diverse() -> None:
+    picks = most_uncertain_then_diverse(UNCERTAINTY, FEATURES, 2, 2, None)
     assert len(picks) == 2 and len(set(picks)) == 2
     assert set(picks) <= {0, 1, 2, 3}  # the pool * n = 4 most uncertain
     assert not {0, 1} <= set(picks)  # never both near-identical slices
@@ -163,14 +156,10 @@ def test_uncertain_with_centers_is_deterministic() -> None:
     # Listed slice at (10, 1); pool {0, 1, 2, 3}. Nearest-listed distances: (0, 0) 10.05,
     # (0, 0.01) 10.049, (10, 0) 1, (3, 3) 7.28 -> (0, 0) first; then (0, 0.01) is 0.01 from it,
     # (10, 0) still 1, (3, 3) 4.24 -> (3, 3).
-    picks = most_uncertain_then_diverse(
-        UNCERTAINTY, FEATURES, 2, 2, np.array([[10.0, 1.0]]), np.random.default_rng(0)
-    )
+    picks = most_uncertain_then_diverse(UNCERTAINTY, FEATURES, 2, 2, np.array([[10.0, 1.0]]))
     assert picks == [0, 3]
     # A pool of 1 x n keeps only the n most uncertain, alike or not.
-    assert sorted(
-        most_uncertain_then_diverse(UNCERTAINTY, FEATURES, 2, 1, None, np.random.default_rng(0))
-    ) == [0, 1]
+    assert sorted(most_uncertain_then_diverse(UNCERTAINTY, FEATURES, 2, 1, None)) == [0, 1]
 
 
 # ---- suggest.run end to end ----
