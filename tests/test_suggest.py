@@ -403,7 +403,8 @@ def test_cli_suggest(params_dict: dict[str, Any], sources: Path, tmp_path: Path)
         "case0005.nii.gz",
         "case0006.nii.gz",
     ]
-    assert f"suggest: 2 slices (spread, round 1) -> {out / MANIFEST}" in result.stdout
+    default = params_dict["suggest"]["strategy"]  # no --strategy: the params' choice
+    assert f"suggest: 2 slices ({default}, round 1) -> {out / MANIFEST}" in result.stdout
     bad = CliRunner().invoke(
         app,
         ["synth", "suggest", "--n", "2", "--out", str(out), "--strategy", "uncertain"]
