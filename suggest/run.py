@@ -65,6 +65,48 @@ def _model_input(volume: Volume, params: Params) -> np.ndarray:
     return resize_volume(volume, params.dataset.slice_size).image
 
 
+def _slice_facts(
+    params: Params,
+    reader: object,
+    scans: list[Scan],
+    want: dict[int, list[int]],
+    model: torch.nn.Module | None,
+    device: torch.device,
+) -> tuple[dict[tuple[int, int], np.ndarray], dict[tuple[int, int], float]]:
+    """Per (scan, axial index) in `want`: its feature vector and uncertainty (0 without a model).
+
+    Features come from the adapted model when one is given, else from the base SAM's encoder.
+    """
+    feats: dict[tuple[int, int], np.ndarray] = {}
+    unc: dict[tuple[int, int], float] = {}
+    if model is None:
+        sam = load_sam(params.model.arch, params.model.checkpoint, params.model.input_size)
+        sam = sam.to(device)
+
+        def encode(x: torch.Tensor) -> torch.Tensor:
+            return sam.image_encoder(sam.preprocess(x * 255.0))
+
+    batch = params.evaluate.batch_size
+    with make_progress() as progress:
+        task = progress.add_task("encoder", total=sum(len(z) for z in want.values()))
+        for v, zs in want.items():
+            if not zs:
+                continue
+            volume = reader.load(scans[v].case, resize=False)  # type: ignore[attr-defined]
+            image = _model_input(volume, params)
+            advance = lambda k: progress.advance(task, k)  # noqa: E731
+            if model is None:
+                size = params.model.input_size
+                f = features.pooled_features(encode, image, zs, size, batch, device, advance)
+                e = np.zeros(len(zs))
+            else:
+                e, f = features.adapted_uncertainty(model, image, zs, batch, device, advance)
+            for z, fi, ei in zip(zs, f, e, strict=True):
+                feats[(v, z)], unc[(v, z)] = fi, float(ei)
+            del volume, image
+    return feats, unc
+
+
 def _feature_picks(
     params: Params,
     reader: object,
@@ -82,45 +124,13 @@ def _feature_picks(
     listed = [(v, z) for v, s in enumerate(scans) for z in sorted(s.listed)]
     if n > len(candidates):
         raise ParamsError(f"suggest: {n} slices asked for, only {len(candidates)} candidates")
-    want = {v: [] for v in range(len(scans))}  # type: dict[int, list[int]]
+    want: dict[int, list[int]] = {v: [] for v in range(len(scans))}
     for v, z in candidates + listed:
         want[v].append(z)
-    feats: dict[tuple[int, int], np.ndarray] = {}
-    unc: dict[tuple[int, int], float] = {}
-    if strategy == "diverse":
-        sam = load_sam(params.model.arch, params.model.checkpoint, params.model.input_size)
-        sam = sam.to(device)
-
-        def encode(x: torch.Tensor) -> torch.Tensor:
-            return sam.image_encoder(sam.preprocess(x * 255.0))
-
-    with make_progress() as progress:
-        task = progress.add_task("encoder", total=sum(len(z) for z in want.values()))
-        for v, zs in want.items():
-            if not zs:
-                continue
-            volume = reader.load(scans[v].case, resize=False)  # type: ignore[attr-defined]
-            image = _model_input(volume, params)
-            advance = lambda k: progress.advance(task, k)  # noqa: E731
-            if strategy == "diverse":
-                f = features.pooled_features(
-                    encode,
-                    image,
-                    zs,
-                    params.model.input_size,
-                    params.evaluate.batch_size,
-                    device,
-                    advance,
-                )
-                e = np.zeros(len(zs))
-            else:
-                assert model is not None
-                e, f = features.adapted_uncertainty(
-                    model, image, zs, params.evaluate.batch_size, device, advance
-                )
-            for z, fi, ei in zip(zs, f, e, strict=True):
-                feats[(v, z)], unc[(v, z)] = fi, float(ei)
-            del volume, image
+    # diverse looks at the base model even when an adapter is given (for its drafts).
+    feats, unc = _slice_facts(
+        params, reader, scans, want, model if strategy == "uncertain" else None, device
+    )
     x = np.stack([feats[c] for c in candidates])
     centers = np.stack([feats[c] for c in listed]) if listed else None
     if strategy == "diverse":
