@@ -15,7 +15,7 @@ EVALUATE = 4  # evaluate: ground-truth prompts per (case, slice)
 PHANTOM = 11  # phantom: the phantom cases
 SYNTH = 21  # synth.synthesize: everything random about synthetic sample i
 PREVIEW = 22  # fewsam.preview: which samples a seeded preview shows
-SUGGEST = 31  # suggest: random picks and the first k-center pick
+SUGGEST = 31  # suggest: the picks of the `random` strategy
 SPLIT = 101  # synth.datasets: the seeded train/test split (brats, nifti)
 
 # Pretraining of the tiny base model.
