@@ -29,12 +29,3 @@ TRAIN_SHUFFLE = 0
 TRAIN_PROMPTS = 1
 TRAIN_DROPOUT = 2
 TRAIN_TORCH = 3  # the torch generator of each step (LoRA dropout)
-
-
-def stage_keys() -> dict[str, int]:
-    """Name -> key of every top-level stream (the sub-keys under TRAIN excluded)."""
-    return {
-        name: value
-        for name, value in globals().items()
-        if name.isupper() and not name.startswith("TRAIN_") and isinstance(value, int)
-    }

@@ -46,15 +46,12 @@ def pooled_features(
     input_size: int,
     batch_size: int,
     device: torch.device,
-    on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """len(zs) x E float32: the encoder's embedding of each slice, mean over the token grid."""
     out = []
     for batch in _batches(zs, batch_size):
         x = to_sam_input(np.ascontiguousarray(np.moveaxis(image[:, batch], 1, 0)), input_size)
         out.append(encoder(x.to(device)).float().mean(dim=(2, 3)).cpu().numpy())
-        if on_batch is not None:
-            on_batch(len(batch))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -71,7 +68,6 @@ def adapted_uncertainty(
     zs: Sequence[int],
     batch_size: int,
     device: torch.device,
-    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(len(zs) mean entropies, len(zs) x E pooled embeddings) of the adapted model, prompt-free.
 
@@ -85,8 +81,6 @@ def adapted_uncertainty(
         logits = model.decode(embeddings, None, None)
         entropies.append(mean_entropy(logits).cpu().numpy())
         features.append(embeddings.float().mean(dim=(2, 3)).cpu().numpy())
-        if on_batch is not None:
-            on_batch(len(batch))
     if not entropies:
         return np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
     return np.concatenate(entropies), np.concatenate(features)

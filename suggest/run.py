@@ -13,7 +13,8 @@ Same params, inputs and seed -> the same suggestions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from core.atomic import ensure_parent
 from core.device import pick_device
 from core.errors import InputError, ParamsError
 from core.params import Params
-from core.progress import make_progress, track
+from core.progress import track
 from core.volume import Volume
 from evaluate.inference import predict_volume
 from suggest import features, strategies
@@ -40,23 +41,83 @@ SHEET = "suggested.png"
 
 @dataclass(frozen=True)
 class Scan:
-    """One training scan as suggest sees it: its body slices and slices already listed."""
+    """One training scan as suggest sees it: its body slices, slices already listed and, for
+    the feature strategies, each candidate's or listed slice's features and uncertainty."""
 
     case: str
     body: np.ndarray  # axial indices
     listed: set[int]  # axial indices
+    candidates: list[int] = field(default_factory=list)  # body[::stride], not listed
+    features: dict[int, np.ndarray] = field(default_factory=dict)  # axial index -> E vector
+    uncertainty: dict[int, float] = field(default_factory=dict)  # axial index -> entropy
 
 
-def _scans(params: Params, reader: object, cases: list[str], rows: list[SliceRow]) -> list[Scan]:
+# (image C x Z x H x W at the model's slice size, axial indices) -> (features, uncertainties)
+FactsFn = Callable[[np.ndarray, list[int]], tuple[np.ndarray, np.ndarray]]
+
+
+def _facts_fn(
+    params: Params, strategy: str, model: torch.nn.Module | None, device: torch.device
+) -> FactsFn | None:
+    """What the feature strategies look at: the base SAM's encoder features (diverse, even when
+    an adapter gives the drafts) or the adapted model's uncertainty and features (uncertain)."""
+    batch = params.evaluate.batch_size
+    if strategy == "uncertain":
+        assert model is not None
+
+        def adapted(image: np.ndarray, zs: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            entropy, feats = features.adapted_uncertainty(model, image, zs, batch, device)
+            return feats, entropy
+
+        return adapted
+    if strategy != "diverse":
+        return None
+    sam = load_sam(params.model.arch, params.model.checkpoint, params.model.input_size)
+    sam = sam.to(device)
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        return sam.image_encoder(sam.preprocess(x * 255.0))
+
+    def base(image: np.ndarray, zs: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        size = params.model.input_size
+        feats = features.pooled_features(encode, image, zs, size, batch, device)
+        return feats, np.zeros(len(zs))
+
+    return base
+
+
+def _scans(
+    params: Params,
+    reader: object,
+    cases: list[str],
+    rows: list[SliceRow],
+    facts: FactsFn | None,
+) -> list[Scan]:
+    """Every training scan read once: body slices, listed slices, and `facts` of the candidates
+    (every `suggest.stride`-th free body slice) and of the listed slices."""
     listed_files: dict[str, set[int]] = {}
     for row in rows:
         listed_files.setdefault(row.case, set()).add(row.slice)
     out = []
-    for case in track(cases, "scanning"):
+    for case in track(cases, "scanning" if facts is None else "encoder"):
         volume = reader.load(case, resize=False)  # type: ignore[attr-defined]
         listed = {canonical_z(k, volume) for k in listed_files.get(case, set())}
         body = features.body_slices(volume.image, params.suggest.body_fraction)
-        out.append(Scan(case, body, listed))
+        scan = Scan(case, body, listed)
+        if facts is not None:
+            stride = params.suggest.stride
+            candidates = [int(z) for z in body[::stride] if int(z) not in listed]
+            zs = candidates + sorted(listed)
+            feats, unc = facts(_model_input(volume, params), zs) if zs else ([], [])
+            scan = Scan(
+                case,
+                body,
+                listed,
+                candidates,
+                dict(zip(zs, feats, strict=True)),
+                {z: float(u) for z, u in zip(zs, unc, strict=True)},
+            )
+        out.append(scan)
         del volume
     return out
 
@@ -65,91 +126,26 @@ def _model_input(volume: Volume, params: Params) -> np.ndarray:
     return resize_volume(volume, params.dataset.slice_size).image
 
 
-def _slice_facts(
-    params: Params,
-    reader: object,
-    scans: list[Scan],
-    want: dict[int, list[int]],
-    model: torch.nn.Module | None,
-    device: torch.device,
-) -> tuple[dict[tuple[int, int], np.ndarray], dict[tuple[int, int], float]]:
-    """Per (scan, axial index) in `want`: its feature vector and uncertainty (0 without a model).
-
-    Features come from the adapted model when one is given, else from the base SAM's encoder.
-    """
-    feats: dict[tuple[int, int], np.ndarray] = {}
-    unc: dict[tuple[int, int], float] = {}
-    if model is None:
-        sam = load_sam(params.model.arch, params.model.checkpoint, params.model.input_size)
-        sam = sam.to(device)
-
-        def encode(x: torch.Tensor) -> torch.Tensor:
-            return sam.image_encoder(sam.preprocess(x * 255.0))
-
-    batch = params.evaluate.batch_size
-    with make_progress() as progress:
-        task = progress.add_task("encoder", total=sum(len(z) for z in want.values()))
-        for v, zs in want.items():
-            if not zs:
-                continue
-            volume = reader.load(scans[v].case, resize=False)  # type: ignore[attr-defined]
-            image = _model_input(volume, params)
-            advance = lambda k: progress.advance(task, k)  # noqa: E731
-            if model is None:
-                size = params.model.input_size
-                f = features.pooled_features(encode, image, zs, size, batch, device, advance)
-                e = np.zeros(len(zs))
-            else:
-                e, f = features.adapted_uncertainty(model, image, zs, batch, device, advance)
-            for z, fi, ei in zip(zs, f, e, strict=True):
-                feats[(v, z)], unc[(v, z)] = fi, float(ei)
-            del volume, image
-    return feats, unc
-
-
 def _feature_picks(
-    params: Params,
-    reader: object,
-    scans: list[Scan],
-    n: int,
-    strategy: str,
-    model: torch.nn.Module | None,
-    device: torch.device,
+    params: Params, scans: list[Scan], n: int, strategy: str
 ) -> list[tuple[int, int, float | None]]:
     """diverse / uncertain: (scan index, axial index, score) of the n picks."""
-    stride = params.suggest.stride
-    candidates = [
-        (v, int(z)) for v, s in enumerate(scans) for z in s.body[::stride] if int(z) not in s.listed
-    ]
+    candidates = [(v, z) for v, s in enumerate(scans) for z in s.candidates]
     listed = [(v, z) for v, s in enumerate(scans) for z in sorted(s.listed)]
     if n > len(candidates):
         raise ParamsError(f"suggest: {n} slices asked for, only {len(candidates)} candidates")
-    want: dict[int, list[int]] = {v: [] for v in range(len(scans))}
-    for v, z in candidates + listed:
-        want[v].append(z)
-    # diverse looks at the base model even when an adapter is given (for its drafts).
-    feats, unc = _slice_facts(
-        params, reader, scans, want, model if strategy == "uncertain" else None, device
-    )
-    x = np.stack([feats[c] for c in candidates])
-    centers = np.stack([feats[c] for c in listed]) if listed else None
+    x = np.stack([scans[v].features[z] for v, z in candidates])
+    centers = np.stack([scans[v].features[z] for v, z in listed]) if listed else None
     if strategy == "diverse":
         chosen, distances = strategies.k_center(x, n, centers)
         return [(*candidates[i], float(d)) for i, d in zip(chosen, distances, strict=True)]
-    u = np.array([unc[c] for c in candidates])
+    u = np.array([scans[v].uncertainty[z] for v, z in candidates])
     chosen = strategies.most_uncertain_then_diverse(u, x, n, params.suggest.uncertain_pool, centers)
     return [(*candidates[i], float(u[i])) for i in chosen]
 
 
 def choose(
-    params: Params,
-    reader: object,
-    scans: list[Scan],
-    n: int,
-    strategy: str,
-    model: torch.nn.Module | None,
-    device: torch.device,
-    seed: int,
+    params: Params, scans: list[Scan], n: int, strategy: str, seed: int
 ) -> list[tuple[int, int, float | None]]:
     """(scan index, axial index, score) of the `n` slices to label, in rank order."""
     rng = np.random.default_rng([seed, streams.SUGGEST])
@@ -162,7 +158,7 @@ def choose(
             return [(v, z, None) for v, z in strategies.random_picks(bodies, n, listed, rng)]
     except ValueError as e:
         raise ParamsError(f"suggest: {e}") from None
-    return _feature_picks(params, reader, scans, n, strategy, model, device)
+    return _feature_picks(params, scans, n, strategy)
 
 
 def _drafts(
@@ -222,10 +218,8 @@ def run(
     if adapter is not None:
         model, _ = load_adapter(adapter, num_classes=len(reader.classes))
         model = model.to(device)
-    scans = _scans(params, reader, cases, rows)
-    picks = choose(
-        params, reader, scans, n, strategy, model, device, params.seed if seed is None else seed
-    )
+    scans = _scans(params, reader, cases, rows, _facts_fn(params, strategy, model, device))
+    picks = choose(params, scans, n, strategy, params.seed if seed is None else seed)
     suggestions = _drafts(params, picks, reader, scans, model)
     round_ = max((r.round for r in rows), default=0) + 1
     manifest = manifest_rows(Path(out), suggestions, strategy, round_, rows)

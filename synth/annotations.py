@@ -39,7 +39,7 @@ from core.atomic import write_text
 from core.errors import InputError
 from core.volume import Volume, file_slice, to_zyx
 from synth.datasets.base import Problem
-from synth.datasets.nifti_io import check_label_ids, read_label
+from synth.datasets.nifti_io import AFFINE_TOLERANCE_MM, check_label_ids, read_label
 
 MANIFEST = "slices.csv"
 LABELS = "labels"
@@ -150,7 +150,7 @@ def _grid_problem(path: Path, label: np.ndarray, affine: np.ndarray, volume: Vol
     want = source_shape(volume)
     if tuple(label.shape) != want:
         return f"shape {'x'.join(map(str, label.shape))} does not match the scan ({'x'.join(map(str, want))})"
-    if not np.allclose(affine, volume.affine, rtol=0.0, atol=1e-3):
+    if not np.allclose(affine, volume.affine, rtol=0.0, atol=AFFINE_TOLERANCE_MM):
         return f"affine differs from the scan {volume.source.name}"
     return None
 

@@ -132,14 +132,12 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
     if not train:
         raise InputError(reader.root, "no training cases")
     folder = Path(params.dataset.annotations)
-    annotations = (
-        _read_annotations(reader, train, folder) if (folder / MANIFEST).is_file() else None
-    )
-    if annotations is None:
+    annotations: Annotations | None = None
+    if not (folder / MANIFEST).is_file():
         labeled, depth = _scan(reader, train)
         strategy = params.synth.exemplar_strategy
     else:
-        depth = _depths(reader, train)
+        annotations, depth = _scan_annotated(reader, train, folder)
         labeled = [np.asarray(sorted(annotations.get(case, {})), np.int64) for case in train]
         strategy = "spread"  # the person chose the slices; N of them are spread, never drawn
     rng = np.random.default_rng([params.seed, streams.EXEMPLARS])
@@ -177,28 +175,28 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
     return ex
 
 
-def _depths(reader: BaseReader, train: list[str]) -> list[int]:
-    """Per training case, its number of axial slices (labels are not read)."""
-    depth = []
-    for volume in iter_volumes(reader, train, "scanning"):
-        depth.append(int(volume.image.shape[1]))
-        del volume  # free it before the next case is read
-    return depth
-
-
-def _read_annotations(reader: BaseReader, train: list[str], folder: Path) -> Annotations:
-    """The painted label of every listed slice, by case and axial index (InputError on a bad
-    annotation; `fewsam data check` lists them all)."""
+def _scan_annotated(
+    reader: BaseReader, train: list[str], folder: Path
+) -> tuple[Annotations, list[int]]:
+    """One pass over the training cases: the painted label of every listed slice (by case and
+    axial index) and every case's number of slices; training labels are not read. InputError
+    on a bad annotation (`fewsam data check` lists them all)."""
     rows = read_manifest(folder)
     problems = manifest_problems(folder, rows, train)
     if problems:
         raise problems[0].error()
-    out: Annotations = {}
-    for case, case_rows in listed_cases(rows).items():
-        volume = reader.load(case)
-        out[case] = annotated_slices(folder, case_rows, volume, len(reader.classes))
-        del volume
-    return out
+    by_case = listed_cases(rows)
+    annotations: Annotations = {}
+    depth = []
+    for volume in iter_volumes(reader, train, "scanning"):
+        depth.append(int(volume.image.shape[1]))
+        if volume.case in by_case:
+            rows_of = by_case[volume.case]
+            annotations[volume.case] = annotated_slices(
+                folder, rows_of, volume, len(reader.classes)
+            )
+        del volume  # free it before the next case is read
+    return annotations, depth
 
 
 def _scan(reader: BaseReader, train: list[str]) -> tuple[list[np.ndarray], list[int]]:

@@ -45,6 +45,16 @@ COPIED = (
     ".gitignore",
     "data/annotations",
 )
+# The smallest phantom the pipeline runs on: 4 Synapse cases (the TransUNet split gives 2 training
+# and 2 test cases) of 32 x 32 x 8, 2 BraTS cases.
+MICRO_PHANTOM = dict(
+    synapse_cases=4,
+    synapse_size=32,
+    synapse_slices=8,
+    brats_cases=2,
+    brats_size=32,
+    brats_slices=8,
+)
 STAGES = ("phantom", "extract", "synthesize", "train", "infer", "score")
 _RUNNING = re.compile(r"Running stage '([\w-]+)'")
 
@@ -54,15 +64,7 @@ def micro_params(params: dict[str, Any], checkpoint: Path, dataset: Path) -> dic
     p = yaml.safe_load(yaml.safe_dump(params))
     p["exemplars"] = 2
     p["dataset"].update(format="synapse", root=str(dataset))
-    # 4 Synapse cases: the phantom keeps the TransUNet split, 2 training and 2 test cases.
-    p["phantom"].update(
-        synapse_cases=4,
-        synapse_size=32,
-        synapse_slices=8,
-        brats_cases=2,
-        brats_size=32,
-        brats_slices=8,
-    )
+    p["phantom"].update(MICRO_PHANTOM)
     p["synth"].update(samples=8, workers=1)
     p["model"].update(arch="tiny", checkpoint=str(checkpoint), input_size=64)
     p["train"].update(max_steps=2, batch_size=2, warmup_steps=0, save_every=1, device="cpu")

@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
+from dvc_project import MICRO_PHANTOM
 from typer.testing import CliRunner
 
 from core.errors import InputError
@@ -55,14 +56,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory, params_dict: dict[str, Any
 
 def _shrunk(params_dict: dict[str, Any]) -> dict[str, Any]:
     data = copy.deepcopy(params_dict)
-    data["phantom"].update(
-        synapse_cases=4,
-        synapse_size=32,
-        synapse_slices=8,
-        brats_cases=2,
-        brats_size=32,
-        brats_slices=8,
-    )
+    data["phantom"].update(MICRO_PHANTOM)
     data["train"]["device"] = "cpu"
     return data
 

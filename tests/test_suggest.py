@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from dvc_project import MICRO_PHANTOM
 from reliability_files import torch_threads
 from sam_helpers import LORA, write_checkpoint
 from typer.testing import CliRunner
@@ -192,14 +193,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory, params_dict: dict[str, Any
 
 def _data(params_dict: dict[str, Any], base: Path) -> dict[str, Any]:
     data = copy.deepcopy(params_dict)
-    data["phantom"].update(
-        synapse_cases=4,
-        synapse_size=32,
-        synapse_slices=8,
-        brats_cases=2,
-        brats_size=32,
-        brats_slices=8,
-    )
+    data["phantom"].update(MICRO_PHANTOM)
     data["dataset"].update(
         format="nifti", root=str(base / "unl"), annotations=str(base / "annotations")
     )
