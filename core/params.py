@@ -17,6 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from core import streams
 from core.errors import ParamsError
 
 DatasetFormat = Literal["synapse", "synapse-npz", "brats", "nifti"]
@@ -300,6 +301,7 @@ class PretrainParams:
 class Params:
     exemplars: int | Literal["all"]
     seed: int
+    replicate: int
     dataset: DatasetParams
     suggest: SuggestParams
     phantom: PhantomParams
@@ -315,6 +317,13 @@ class Params:
         if self.exemplars != "all":
             _check(self.exemplars >= 1, "exemplars", f"must be >= 1 or `all`, got {self.exemplars}")
         _check(self.seed >= 0, "seed", "must be >= 0")
+        _check(self.replicate >= 0, "replicate", "must be >= 0")
+
+    @property
+    def stream_seed(self) -> int:
+        """Seed of what the method draws (exemplars, pool, synthesis, training); see
+        `core.streams.stream_seed`. The data, split and evaluation prompts use `seed`."""
+        return streams.stream_seed(self.seed, self.replicate)
 
 
 def to_dict(obj: Any) -> Any:

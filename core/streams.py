@@ -7,6 +7,8 @@ shipped artifacts were made with: changing one changes those artifacts.
 
 from __future__ import annotations
 
+import numpy as np
+
 # Pipeline stages.
 EXEMPLARS = 1  # synth.exemplars: the `random` exemplar choice
 POOL = 2  # synth.exemplars: background-pool slices per volume
@@ -17,6 +19,7 @@ SYNTH = 21  # synth.synthesize: everything random about synthetic sample i
 PREVIEW = 22  # fewsam.preview: which samples a seeded preview shows
 SUGGEST = 31  # suggest: the picks of the `random` strategy
 SPLIT = 101  # synth.datasets: the seeded train/test split (brats, nifti)
+REPLICATE = 102  # core.streams.stream_seed: the seed of replicate r > 0 of an experiment
 
 # Pretraining of the tiny base model.
 PRETRAIN_PROMPTS = 73
@@ -29,3 +32,16 @@ TRAIN_SHUFFLE = 0
 TRAIN_PROMPTS = 1
 TRAIN_DROPOUT = 2
 TRAIN_TORCH = 3  # the torch generator of each step (LoRA dropout)
+
+
+def stream_seed(seed: int, replicate: int) -> int:
+    """The seed of the exemplar choice, background pool, synthesis and training of a replicate.
+
+    Replicate 0 is the master seed itself (the shipped artifacts); replicate r > 0 gets an
+    independent 32-bit seed derived from (seed, REPLICATE, r). The data (phantom), the train/test
+    split and the evaluation prompts keep the master seed, so replicates are scored on the same
+    cases with the same prompts and differ only in what the method itself draws.
+    """
+    if replicate == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, REPLICATE, replicate]).generate_state(1)[0])

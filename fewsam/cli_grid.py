@@ -26,6 +26,15 @@ def grid(
         [], "--set", "-S", help="Extra KEY=VALUE override for every experiment (repeatable)."
     ),
     prefix: str | None = typer.Option(None, help="Experiment name prefix (default: the dataset)."),
+    seeds: int = typer.Option(
+        1, min=1, help="Replicates per point (replicate 0..N-1; names end in -s<r> when N > 1)."
+    ),
+    ablation: bool = typer.Option(
+        False, help="Queue the synthesis component ablation (2 smallest counts) instead."
+    ),
+    missing: bool = typer.Option(
+        False, help="Queue only points without a finished experiment (completes a cut queue)."
+    ),
     force: bool = typer.Option(False, help="Replace experiments that have the same names."),
     run: bool = typer.Option(False, "--run", help="Run the queue to its end and wait."),
     jobs: int = typer.Option(1, min=1, help="Experiments run at once with --run."),
@@ -34,9 +43,8 @@ def grid(
     """Queue the paper's grid as DVC experiments: exemplar counts x synthesis on/off + full set."""
     from fewsam import experiments
 
-    experiments.run(
-        Path.cwd(), dataset, exemplars, set_, prefix, force, run, jobs, dry_run, typer.echo
-    )
+    options = experiments.GridOptions(seeds, ablation, missing, force, run, jobs, dry_run)
+    experiments.run(Path.cwd(), dataset, exemplars, set_, prefix, options, typer.echo)
 
 
 @expected_errors

@@ -51,9 +51,14 @@ class ExpRecord:
 
 def dvc_env() -> dict[str, str]:
     """The environment for DVC: this interpreter's scripts first on PATH, so that the queue
-    workers DVC starts find `fewsam` even when the virtual environment is not activated."""
+    workers DVC starts find `fewsam` even when the virtual environment is not activated, and
+    the current directory first on PYTHONPATH."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # A queued experiment runs in its own copy of the repository (.dvc/tmp/exps): "." first on
+    # the import path makes it run that copy's code, the code it was queued with, also under an
+    # editable install, which would otherwise import the live working tree.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (".", env.get("PYTHONPATH", "")) if p)
     return env
 
 

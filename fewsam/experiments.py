@@ -4,6 +4,12 @@ Each grid point is one `dvc exp run --queue -n NAME -S exemplars=N -S synth.enab
 of the workspace's params.yaml and any extra `-S` overrides (the same for every point). Every
 evaluation also scores zero-shot SAM (`evaluate.zero_shot`), so the baseline comes with the grid.
 
+With `seeds` > 1 every point runs that many times, as replicates 0..seeds-1 (`-S replicate=r`,
+names ending in `-s<r>`): the same data, split and evaluation prompts, other draws of the method.
+With `ablation`, the points are the synthesis component ablation (`fewsam.ablation`) instead.
+A queue that was cut short is completed with `missing`: points whose experiment finished (on any
+commit) are skipped, the others queued again.
+
 Queued experiments run in temporary copies of the repository (`.dvc/tmp/exps`): paths the pipeline
 produces (the phantom data) are found there, but datasets and weights outside the repository must
 be given as absolute paths (`dataset.root`, `model.checkpoint`).
@@ -22,6 +28,7 @@ import yaml
 
 from core.errors import ParamsError
 from core.params import Params, parse_params
+from fewsam.ablation import ABLATION_KEYS, VARIANTS, overrides
 from fewsam.exp_records import DvcError, read_experiments, run_dvc
 
 # Exemplar counts of the published protocol, per dataset family.
@@ -29,10 +36,13 @@ PROTOCOL_COUNTS: dict[str, tuple[int, ...]] = {
     "synapse": (1, 9, 18, 36),
     "brats": (75, 150, 450),
 }
+# The component ablation runs at the protocol's smallest counts (Synapse: 1 and 9 exemplars),
+# where synthesis has the most to add.
+ABLATION_POINTS = 2
 # dataset.format -> the family whose protocol applies (nifti: none, give --dataset or counts).
 FAMILY = {"synapse": "synapse", "synapse-npz": "synapse", "brats": "brats"}
 # Keys every grid point sets itself; an extra override may not change them.
-GRID_KEYS = ("exemplars", "synth.enabled")
+GRID_KEYS = ("exemplars", "synth.enabled", "replicate")
 
 
 @dataclass(frozen=True)
@@ -43,16 +53,36 @@ class GridPoint:
     overrides: tuple[str, ...]
 
 
-def grid_points(counts: Sequence[int], prefix: str) -> list[GridPoint]:
-    """Each count with synthesis on and off, then the full set (`exemplars=all`, no synthesis)."""
+def _replicated(points: list[GridPoint], seeds: int) -> list[GridPoint]:
+    if seeds == 1:
+        return points
+    return [
+        GridPoint(f"{p.name}-s{r}", (*p.overrides, f"replicate={r}"))
+        for p in points
+        for r in range(seeds)
+    ]
+
+
+def grid_points(
+    counts: Sequence[int], prefix: str, seeds: int = 1, ablation: bool = False
+) -> list[GridPoint]:
+    """Each count with synthesis on and off, then the full set (`exemplars=all`, no synthesis);
+    with `ablation`, each count with every variant of `fewsam.ablation.VARIANTS` instead. Each
+    point `seeds` times (see the module docstring)."""
     points = []
     for n in counts:
+        if ablation:
+            for _, slug, on in VARIANTS:
+                items = (f"exemplars={n}", "synth.enabled=true", *overrides(on))
+                points.append(GridPoint(f"{prefix}-{n}-{slug}", items))
+            continue
         for enabled in (True, False):
             tag = "synth" if enabled else "nosynth"
-            overrides = (f"exemplars={n}", f"synth.enabled={str(enabled).lower()}")
-            points.append(GridPoint(f"{prefix}-{n}-{tag}", overrides))
-    points.append(GridPoint(f"{prefix}-all", ("exemplars=all", "synth.enabled=false")))
-    return points
+            items = (f"exemplars={n}", f"synth.enabled={str(enabled).lower()}")
+            points.append(GridPoint(f"{prefix}-{n}-{tag}", items))
+    if not ablation:
+        points.append(GridPoint(f"{prefix}-all", ("exemplars=all", "synth.enabled=false")))
+    return _replicated(points, seeds)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -84,14 +114,15 @@ def apply_overrides(data: dict[str, Any], items: Sequence[str]) -> dict[str, Any
     return out
 
 
-def check_params(params_path: Path, extra: Sequence[str]) -> Params:
+def check_params(params_path: Path, extra: Sequence[str], ablation: bool = False) -> Params:
     """Validate the workspace params with the extra overrides and every grid point's keys.
 
     Catches a typo before a dozen experiments are queued and fail one after another.
     """
+    fixed = (*GRID_KEYS, *ABLATION_KEYS) if ablation else GRID_KEYS
     for item in extra:
-        if parse_override(item)[0] in GRID_KEYS:
-            raise ParamsError(f"--set {item}: the grid sets {' and '.join(GRID_KEYS)} itself")
+        if parse_override(item)[0] in fixed:
+            raise ParamsError(f"--set {item}: the grid sets {', '.join(fixed)} itself")
     try:
         data = yaml.safe_load(params_path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
@@ -143,37 +174,76 @@ def queue_command(point: GridPoint, extra: Sequence[str], force: bool) -> list[s
     return args
 
 
+# Experiment states that `missing` leaves alone (the others, failed or absent, are queued again).
+_NOT_MISSING = ("success", "queued", "running")
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """How `run` queues: `seeds` replicates per point, the `ablation` points instead of the
+    paper's, only the `missing` points, replacing taken names (`force`), running the queue to its
+    end (`run_now`, `jobs` at once), or only printing the commands (`dry_run`)."""
+
+    seeds: int = 1
+    ablation: bool = False
+    missing: bool = False
+    force: bool = False
+    run_now: bool = False
+    jobs: int = 1
+    dry_run: bool = False
+
+
+def _to_queue(
+    root: Path, points: list[GridPoint], options: GridOptions, echo: Callable[[str], None]
+) -> list[tuple[GridPoint, bool]]:
+    """(point, replace its name) for each point to queue; raises on taken names unless allowed."""
+    if options.missing:
+        states = {r.name: r.state for r in read_experiments(root, all_commits=True)}
+        kept = [p.name for p in points if states.get(p.name) in _NOT_MISSING]
+        if kept:
+            echo(f"skipping {len(kept)} finished or queued experiments: {', '.join(kept)}")
+        return [(p, p.name in states) for p in points if states.get(p.name) not in _NOT_MISSING]
+    if not options.force:
+        taken = {r.name for r in read_experiments(root)} & {p.name for p in points}
+        if taken:
+            raise DvcError(
+                f"experiments {', '.join(sorted(taken))} exist on this commit: give another "
+                "--prefix, --missing to queue only what is not finished, or --force to replace them"
+            )
+    return [(p, options.force) for p in points]
+
+
 def run(
     root: Path,
     dataset: str | None,
     counts: Sequence[int],
     extra: Sequence[str],
     prefix: str | None = None,
-    force: bool = False,
-    run_now: bool = False,
-    jobs: int = 1,
-    dry_run: bool = False,
+    options: GridOptions = GridOptions(),
     echo: Callable[[str], None] = print,
 ) -> list[GridPoint]:
-    """Queue the grid in the DVC project at `root`; with `run_now`, run the queue and wait.
+    """Queue the grid in the DVC project at `root`; with `options.run_now`, run it and wait.
 
-    Raises DvcError when a grid name is taken (unless `force`) or an experiment failed.
+    Raises DvcError when a grid name is taken (unless `force` or `missing`) or an experiment
+    failed. The ablation's exemplar counts default to the protocol's ABLATION_POINTS smallest.
     """
-    params = check_params(root / "params.yaml", extra)
+    if options.seeds < 1:
+        raise ParamsError(f"--seeds {options.seeds}: must be >= 1")
+    params = check_params(root / "params.yaml", extra, options.ablation)
     family, grid_counts = protocol_counts(params, dataset, counts)
-    points = grid_points(grid_counts, prefix or family)
-    commands = [queue_command(p, extra, force) for p in points]
-    if dry_run:
-        for args in commands:
-            echo(shlex.join(["dvc", *args]))
+    if options.ablation and not counts:
+        grid_counts = grid_counts[:ABLATION_POINTS]
+    points = grid_points(grid_counts, prefix or family, options.seeds, options.ablation)
+    if options.dry_run:
+        for p in points:
+            echo(shlex.join(["dvc", *queue_command(p, extra, options.force)]))
         return points
-    if not force:
-        taken = {r.name for r in read_experiments(root)} & {p.name for p in points}
-        if taken:
-            raise DvcError(
-                f"experiments {', '.join(sorted(taken))} exist on this commit: "
-                "give another --prefix, or --force to replace them"
-            )
+    queued = _to_queue(root, points, options, echo)
+    commands = [queue_command(p, extra, replace) for p, replace in queued]
+    points = [p for p, _ in queued]
+    if not points:
+        echo("nothing to queue: every experiment of the grid has finished")
+        return points
     # Queued experiments belong to this commit; the check below finds them there even if the user
     # commits something else while the queue runs.
     baseline = subprocess.run(
@@ -181,11 +251,11 @@ def run(
     ).stdout.strip()
     for args in commands:
         run_dvc(args, root)
-    if not run_now:
+    if not options.run_now:
         echo(f"queued {len(points)} experiments; run them with `dvc exp run --run-all`")
         return points
     # `--run-all` follows every queued experiment to its end, but exits 0 even when one failed.
-    run_dvc(["exp", "run", "--run-all", "--jobs", str(jobs)], root)
+    run_dvc(["exp", "run", "--run-all", "--jobs", str(options.jobs)], root)
     states = {
         r.name: r.state for r in read_experiments(root, all_commits=True) if r.baseline == baseline
     }

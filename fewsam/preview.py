@@ -145,7 +145,7 @@ def run(
         length = p.samples if p.enabled else ex.image.shape[0]
         weights = exemplar_weights(ex.label)
         samples = [
-            (i, make_sample(ex, p, params.seed, i, weights))
+            (i, make_sample(ex, p, params.stream_seed, i, weights))
             for i in select_indices(length, n, seed)
         ]
         synthesized = p.enabled

@@ -140,7 +140,7 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
         annotations, depth = _scan_annotated(reader, train, folder)
         labeled = [np.asarray(sorted(annotations.get(case, {})), np.int64) for case in train]
         strategy = "spread"  # the person chose the slices; N of them are spread, never drawn
-    rng = np.random.default_rng([params.seed, streams.EXEMPLARS])
+    rng = np.random.default_rng([params.stream_seed, streams.EXEMPLARS])
     try:
         picks = select_exemplars(labeled, params.exemplars, strategy, rng)
     except ParamsError as e:  # name what the labeled slices were counted in
@@ -153,7 +153,7 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
             d,
             params.synth.pool_per_case,
             set(mine) if annotations is None else set(int(z) for z in labeled[v]),
-            np.random.default_rng([params.seed, streams.POOL, v]),
+            np.random.default_rng([params.stream_seed, streams.POOL, v]),
         )
         for v, (d, mine) in enumerate(zip(depth, by_case, strict=True))
     ]
@@ -161,6 +161,7 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
     record = {
         "exemplars": params.exemplars,
         "seed": params.seed,
+        "replicate": params.replicate,
         "dataset": to_dict(params.dataset),
         "exemplar_strategy": params.synth.exemplar_strategy,
         "pool_per_case": params.synth.pool_per_case,

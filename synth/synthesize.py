@@ -220,6 +220,7 @@ def provenance(params: Params, ex: ExemplarSet, exemplars_params: dict[str, Any]
     rest = {k: v for k, v in exemplars_params.items() if k != "dataset"}
     return {
         "seed": params.seed,
+        "replicate": params.replicate,
         "synth": synth,
         "dataset": exemplars_params.get("dataset"),
         "exemplars": {
@@ -255,7 +256,7 @@ def run(params: Params, exemplars_h5: Path, out_h5: Path) -> None:
         atomic_path(out_h5, suffix=".h5") as tmp,
         SyntheticWriter(tmp, length, ex.image.shape[1:]) as writer,
     ):
-        producer = _Producer(ex, p, params.seed, length)
+        producer = _Producer(ex, p, params.stream_seed, length)
         try:
             with make_progress() as progress:
                 task = progress.add_task("synthesize", total=length)

@@ -95,7 +95,7 @@ def test_check_params_catches_bad_values_and_grid_keys(
     assert check_params(path, ["train.max_steps=40"]).train.max_steps == 40
     with pytest.raises(ParamsError, match="train.warmup_steps"):
         check_params(path, ["train.max_steps=2"])  # below the default warmup
-    with pytest.raises(ParamsError, match="the grid sets exemplars and synth.enabled"):
+    with pytest.raises(ParamsError, match="the grid sets exemplars, synth.enabled, replicate itself"):
         check_params(path, ["exemplars=3"])
 
 

@@ -99,11 +99,13 @@ def _setup(
     tp = params.train
     if ctx.is_main:  # unwritable outputs fail now, not when the trained adapter is saved
         _check_outputs(out, log)
-    dataset = SyntheticSlices(data, params.model.input_size, tp.points_per_class, params.seed)
+    dataset = SyntheticSlices(
+        data, params.model.input_size, tp.points_per_class, params.stream_seed
+    )
     checkpoint = params.model.checkpoint
     hash_ = run_hash(params, sha256_file(data), sha256_file(checkpoint) if checkpoint else None)
 
-    torch.manual_seed(params.seed)  # LoRA initialization (a random base has its own seed)
+    torch.manual_seed(params.stream_seed)  # LoRA initialization (a random base has its own seed)
     model = build_fewsam(params.model, params.lora, dataset.num_classes).to(ctx.device)
     optimizer = make_optimizer(model.named_parameters(), tp)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -116,7 +118,7 @@ def _setup(
 
     end = tp.max_steps if stop_after is None else max(start, min(tp.max_steps, stop_after))
     sampler = StepBatchSampler(
-        len(dataset), tp.batch_size, params.seed, start, end, ctx.rank, ctx.world_size
+        len(dataset), tp.batch_size, params.stream_seed, start, end, ctx.rank, ctx.world_size
     )
     loader = make_loader(dataset, sampler, tp.num_workers, ctx.device.type == "cuda")
     model.train()
@@ -129,11 +131,11 @@ def _step(run: _Run, batch: Batch, step: int, params: Params, ctx: Context) -> d
     lr = lr_at(step, tp)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    torch.manual_seed(step_seed(params.seed, ctx.rank, step))
+    torch.manual_seed(step_seed(params.stream_seed, ctx.rank, step))
     batch = batch.to(ctx.device)
     # Images without any labeled class get only padding points, which the decoder
     # treats as prompt-free; the dropout decision itself is shared by all ranks.
-    no_prompt = prompt_free(params.seed, step, tp.prompt_dropout)
+    no_prompt = prompt_free(params.stream_seed, step, tp.prompt_dropout)
     with _autocast(ctx.device):
         logits = run.net(
             batch.images,
@@ -219,6 +221,7 @@ def adapter_config(params: Params, dataset: SyntheticSlices, hash_: str) -> dict
         "dataset": info.params.get("dataset"),
         "params_hash": hash_,
         "seed": params.seed,
+        "replicate": params.replicate,
         "model": to_dict(params.model),
         "lora": to_dict(params.lora),
         "train": to_dict(params.train),

@@ -49,7 +49,7 @@ def run_hash(params: Params, data_sha256: str, checkpoint_sha256: str | None) ->
     """Short hash of everything that determines the trained weights (see the module docstring)."""
     train = {k: v for k, v in to_dict(params.train).items() if k not in _NOT_HASHED}
     blob = {
-        "seed": params.seed,
+        "seed": params.stream_seed,
         "model": to_dict(params.model),
         "lora": to_dict(params.lora),
         "loss": to_dict(params.loss),
