@@ -87,8 +87,15 @@ def synth_preview(
 def synth_stats(
     exemplars: Path = typer.Option(Path("data/exemplars.h5"), help="Exemplars HDF5."),
     synthetic: Path = typer.Option(Path("data/synthetic.h5"), help="Synthetic set HDF5."),
+    check: bool = typer.Option(
+        False, help="Exit 1 when a sample has more components of a class than its exemplar."
+    ),
 ) -> None:
-    """Per class: slices and pixels carrying it, in the exemplars and in the synthetic set."""
+    """Per class: slices and pixels carrying it, in the exemplars and in the synthetic set, and
+    connected components per sample against its exemplar (duplicated structures)."""
     from fewsam import synth_stats as stats
 
-    typer.echo(stats.run(exemplars, synthetic))
+    result = stats.run(exemplars, synthetic)
+    typer.echo(result.text)
+    if check and result.failing:
+        raise typer.Exit(1)

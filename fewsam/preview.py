@@ -1,9 +1,14 @@
 """`fewsam synth preview`: a PNG grid of synthetic samples, each beside the exemplar it came from.
 
-Samples come from `synthetic.h5` when it exists, or are synthesized on the fly with the same
-`make_sample` as the stage, so the preview of a set not yet built shows exactly the samples that
-`fewsam synth run` will write at those indices. The first channel is shown in grey (its name is
-in the title); classes are coloured fills with solid outlines, named in the legend.
+Each sample is shown as three panels: the source exemplar, the background its structures were
+put down on (for `self` pasting the exemplar with its structures cut out and in-filled, the
+in-filled region outlined in white; a pool slice otherwise; "no pasting" when the sample was not
+pasted), and the synthetic sample. Samples come from `synthetic.h5` when it exists, or are
+synthesized on the fly with the same `make_sample` as the stage, so the preview of a set not yet
+built shows exactly the samples that `fewsam synth run` will write at those indices. The middle
+panel is never stored: for a built set it is made again with the current params, and shown only
+when that remakes the stored sample exactly. The first channel is shown in grey (its name is in
+the title); classes are coloured fills with solid outlines, named in the legend.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-_PAIRS_PER_ROW = 4
+_PAIRS_PER_ROW = 3
 _FILL_ALPHA = 0.35
 
 
@@ -65,31 +70,51 @@ def _caption(index: int, s: SyntheticSample, synthesized: bool) -> str:
     return f"#{index} · " + ("own background" if s.background < 0 else f"pool {s.background}")
 
 
+def _background_panel(ax: plt.Axes, s: SyntheticSample | None) -> None:
+    """The canvas of `s` with its in-filled region outlined; a note when there is none."""
+    if s is None or s.canvas is None:
+        note = "params changed since the set was built" if s is None else "no pasting"
+        ax.set_facecolor("0.9")
+        ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=8, transform=ax.transAxes)
+        ax.set_title("background", fontsize=8)
+        return
+    rgb = np.repeat(np.clip(s.canvas[0], 0.0, 1.0)[:, :, None], 3, axis=2)
+    filled = s.filled if s.filled is not None else np.zeros(rgb.shape[:2], bool)
+    rgb[filled & ~ndimage.binary_erosion(filled)] = (1.0, 1.0, 1.0)
+    ax.imshow(rgb, interpolation="nearest")
+    what = "in-filled (outlined)" if filled.any() else f"pool {s.background}"
+    ax.set_title(f"background · {what}", fontsize=8)
+
+
 def render_grid(
     ex: ExemplarSet,
-    samples: list[tuple[int, SyntheticSample]],
+    samples: list[tuple[int, SyntheticSample, SyntheticSample | None]],
     out: Path,
     title: str,
     synthesized: bool,
 ) -> None:
-    """Write the PNG grid of (exemplar, sample) pairs to `out` (atomically)."""
+    """Write the PNG grid of (exemplar, background, sample) triples to `out` (atomically).
+
+    Each item is (index, stored sample, the same sample remade with its canvas, or None).
+    """
     cols = min(_PAIRS_PER_ROW, len(samples))
     rows = math.ceil(len(samples) / cols)
     height = 2.4 * rows + 1.0
-    fig = plt.figure(figsize=(4.5 * cols, height))
-    # A narrow spacer column between pairs, so each pair reads as one unit.
-    ratios = [1.0, 1.0, 0.12] * cols
-    grid = fig.add_gridspec(rows, 3 * cols - 1, width_ratios=ratios[:-1], wspace=0.04)
+    fig = plt.figure(figsize=(6.6 * cols, height))
+    # A narrow spacer column between triples, so each triple reads as one unit.
+    ratios = [1.0, 1.0, 1.0, 0.12] * cols
+    grid = fig.add_gridspec(rows, 4 * cols - 1, width_ratios=ratios[:-1], wspace=0.04)
     colours = class_colours(ex.num_classes)
-    for k, (index, s) in enumerate(samples):
+    for k, (index, s, traced) in enumerate(samples):
         r, c = divmod(k, cols)
-        left, right = fig.add_subplot(grid[r, 3 * c]), fig.add_subplot(grid[r, 3 * c + 1])
+        left, middle, right = (fig.add_subplot(grid[r, 4 * c + i]) for i in range(3))
         e = s.exemplar
         left.imshow(overlay(ex.image[e, 0], ex.label[e], colours), interpolation="nearest")
         left.set_title(f"exemplar {e} · {ex.case[e]} z{ex.slice[e]}", fontsize=8)
+        _background_panel(middle, traced)
         right.imshow(overlay(s.image[0], s.label, colours), interpolation="nearest")
         right.set_title(_caption(index, s, synthesized), fontsize=8, fontweight="bold")
-        for ax in (left, right):
+        for ax in (left, middle, right):
             ax.set_xticks([])
             ax.set_yticks([])
     handles = [Patch(color=colours[k + 1], label=name) for k, name in enumerate(ex.classes)]
@@ -99,6 +124,18 @@ def render_grid(
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def _traced(
+    params: Params, ex: ExemplarSet, index: int, stored: SyntheticSample
+) -> SyntheticSample | None:
+    """Sample `index` remade with the current params (for its canvas), or None when that does not
+    give the stored sample back (the set was built with other params)."""
+    remade = make_sample(ex, params.synth, params.stream_seed, index)
+    same = np.array_equal(remade.label, stored.label) and np.allclose(
+        remade.image, stored.image, atol=1e-3
+    )
+    return remade if same else None
 
 
 def _from_file(
@@ -138,19 +175,20 @@ def run(
         raise InputError(out, f"--n must be >= 1, got {n}")
     ex = read_exemplars(exemplars_h5)
     if synthetic_h5.exists():
-        samples, synthesized = _from_file(synthetic_h5, ex, n, seed)
+        stored, synthesized = _from_file(synthetic_h5, ex, n, seed)
+        samples = [(i, s, _traced(params, ex, i, s)) for i, s in stored]
         source = str(synthetic_h5)
     else:
         p = params.synth
         length = p.samples if p.enabled else ex.image.shape[0]
         weights = exemplar_weights(ex.label)
-        samples = [
-            (i, make_sample(ex, p, params.stream_seed, i, weights))
-            for i in select_indices(length, n, seed)
-        ]
+        samples = []
+        for i in select_indices(length, n, seed):
+            sample = make_sample(ex, p, params.stream_seed, i, weights)
+            samples.append((i, sample, sample))
         synthesized = p.enabled
         source = f"synthesized on the fly, seed {params.seed} ({synthetic_h5} not built yet)"
     channel = ex.channels[0] if ex.channels else "channel 0"
-    title = f"Exemplar (left) and synthetic sample (right) · {channel} · {source}"
+    title = f"Exemplar, background, synthetic sample · {channel} · {source}"
     render_grid(ex, samples, out, title, synthesized)
     return out

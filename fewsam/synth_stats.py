@@ -1,6 +1,12 @@
-"""`fewsam synth stats`: per class, how many slices and pixels carry it, exemplars vs synthetic.
+"""`fewsam synth stats`: per class, how many slices and pixels carry it, exemplars vs synthetic,
+and whether any synthetic sample holds a structure more often than its exemplar did.
 
-The synthetic labels are read a block at a time, so the count runs in constant memory.
+The component check counts, per sample and class, the 8-connected components of at least
+MIN_PIXELS pixels and compares them with the same count on the exemplar the sample came from.
+A duplicated organ (a copy pasted beside the original) shows up as one more component. Smaller
+pieces are counted apart, as specks: nearest-neighbour resampling of a label under rotation,
+scaling or elastic deformation can cut a pixel or two off an organ's edge, which is no
+duplicate. The synthetic labels are read a block at a time, so the counts run in constant memory.
 """
 
 from __future__ import annotations
@@ -10,10 +16,13 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from scipy import ndimage
 
 from core.schema import read_exemplars, read_synthetic_info
 
 _BLOCK = 64  # synthetic label slices read at once
+MIN_PIXELS = 5  # smaller components are specks, not structures
+_EIGHT = np.ones((3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -64,16 +73,103 @@ def format_table(
     return "\n".join(line.rstrip() for line in lines)
 
 
-def run(exemplars_h5: Path, synthetic_h5: Path) -> str:
-    """The table for the two files (the synthetic column is `-` while the set is not built)."""
+def components(label: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class id 1..K of `label` (H x W uint8): 8-connected components of at least MIN_PIXELS
+    pixels, and smaller ones (specks). Two (K,) int64 arrays."""
+    big = np.zeros(num_classes, np.int64)
+    small = np.zeros(num_classes, np.int64)
+    for k, box in enumerate(ndimage.find_objects(label, max_label=num_classes)):
+        if box is None:
+            continue
+        comps, n = ndimage.label(label[box] == k + 1, structure=_EIGHT)
+        sizes = np.bincount(comps.ravel(), minlength=n + 1)[1:]
+        big[k] = int((sizes >= MIN_PIXELS).sum())
+        small[k] = n - big[k]
+    return big, small
+
+
+@dataclass(frozen=True)
+class ComponentCheck:
+    """Over `samples` synthetic samples, per class id 1..K: samples with more components than
+    their exemplar (`excess`), the largest such surplus (`worst`), and specks (`specks`)."""
+
+    samples: int
+    excess: np.ndarray  # (K,) int64
+    worst: np.ndarray  # (K,) int64
+    specks: np.ndarray  # (K,) int64
+
+
+def check_components(
+    exemplar_label: np.ndarray, label: np.ndarray, exemplar: np.ndarray, num_classes: int
+) -> tuple[ComponentCheck, int]:
+    """Component check of synthetic `label` B x H x W uint8 made from exemplars `exemplar` (B,)
+    of `exemplar_label` N x H x W. Returns the check and the number of failing samples."""
+    reference = [components(lab, num_classes)[0] for lab in exemplar_label]
+    excess = np.zeros(num_classes, np.int64)
+    worst = np.zeros(num_classes, np.int64)
+    specks = np.zeros(num_classes, np.int64)
+    failing = 0
+    for lab, e in zip(label, exemplar, strict=True):
+        big, small = components(lab, num_classes)
+        surplus = big - reference[int(e)]
+        excess += surplus > 0
+        worst = np.maximum(worst, surplus)
+        specks += small
+        failing += bool((surplus > 0).any())
+    return ComponentCheck(label.shape[0], excess, worst, specks), failing
+
+
+def format_components(classes: tuple[str, ...], check: ComponentCheck, failing: int) -> str:
+    """The component check as text: a summary line, then one line per class."""
+    lines = [
+        f"components (8-connected, >= {MIN_PIXELS} px) per class vs the sample's exemplar: "
+        f"{failing} of {check.samples} samples have more than their exemplar",
+    ]
+    width = max(len(c) for c in classes) + 4
+    lines.append(
+        f"{'class':<{width}}  samples with more  largest surplus  specks (< {MIN_PIXELS} px)"
+    )
+    for k, name in enumerate(classes):
+        lines.append(
+            f"{f'{k + 1} {name}':<{width}}  {check.excess[k]:>17}  {check.worst[k]:>15}  "
+            f"{check.specks[k]:>15}"
+        )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What `run` found: the text to print and the number of samples failing the check."""
+
+    text: str
+    failing: int
+
+
+def run(exemplars_h5: Path, synthetic_h5: Path) -> Stats:
+    """The table for the two files (the synthetic column is `-` while the set is not built) and,
+    for a built set, the component check."""
     ex = read_exemplars(exemplars_h5)
     ex_counts = count_classes(ex.label, ex.num_classes)
-    syn_counts = None
-    if synthetic_h5.exists():
-        info = read_synthetic_info(synthetic_h5)
-        syn_counts = count_classes(np.zeros((0, 1, 1), np.uint8), ex.num_classes)
-        with h5py.File(synthetic_h5, "r") as f:
-            for start in range(0, info.length, _BLOCK):
-                block = f["label"][start : start + _BLOCK]
-                syn_counts = syn_counts + count_classes(block, ex.num_classes)
-    return format_table(ex.classes, ex_counts, syn_counts)
+    if not synthetic_h5.exists():
+        return Stats(format_table(ex.classes, ex_counts, None), 0)
+    info = read_synthetic_info(synthetic_h5)
+    k = ex.num_classes
+    syn_counts = count_classes(np.zeros((0, 1, 1), np.uint8), k)
+    check = ComponentCheck(0, *(np.zeros(k, np.int64) for _ in range(3)))
+    failing = 0
+    with h5py.File(synthetic_h5, "r") as f:
+        for start in range(0, info.length, _BLOCK):
+            block = f["label"][start : start + _BLOCK]
+            syn_counts = syn_counts + count_classes(block, k)
+            part, fails = check_components(
+                ex.label, block, f["exemplar"][start : start + _BLOCK], k
+            )
+            check = ComponentCheck(
+                check.samples + part.samples,
+                check.excess + part.excess,
+                np.maximum(check.worst, part.worst),
+                check.specks + part.specks,
+            )
+            failing += fails
+    table = format_table(ex.classes, ex_counts, syn_counts)
+    return Stats(table + "\n\n" + format_components(ex.classes, check, failing), failing)

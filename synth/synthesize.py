@@ -3,11 +3,11 @@
 One synthetic sample, `make_sample(ex, params, seed, index)`, is a pure function of its index:
 1. choose an exemplar (see `exemplar_weights` for the balancing);
 2. geometric transforms on image and label together (`synth.augment`);
-3. with probability `paste_prob`, background pasting (`synth.paste`): the structures of the
-   transformed exemplar, each shifted at random by at most `paste_shift` of the slice side, are
-   pasted onto a pool slice (`pool`) or onto the transformed exemplar itself (`self`: its
-   structures also stay where they were, labeled, so image and label always agree and no organ
-   has to be inpainted);
+3. with probability `paste_prob`, background pasting (`synth.paste.move_structures`): the
+   structures of the transformed exemplar are cut out and each is put down once, shifted at
+   random by at most `paste_shift` of the slice side, on body, on its own side of the midline
+   and apart from the others, either on the exemplar itself with the places they left in-filled
+   (`self`) or on a pool slice (`pool`, whose own structures stay unlabeled);
 4. intensity transforms on the image, last, so that pasted structures and their new background
    share one gamma, one contrast change and one noise field (no seam in the noise statistics).
 
@@ -39,7 +39,7 @@ from core.params import Params, SynthParams, to_dict
 from core.progress import make_progress
 from core.schema import ExemplarSet, read_exemplars
 from synth.augment import augmenter
-from synth.paste import paste_structures
+from synth.paste import move_structures
 from synth.synthetic_store import EncodedSample, SyntheticWriter, encode
 
 
@@ -49,12 +49,16 @@ class SyntheticSample:
 
     image: C x H x W float32 in [0, 1]; label: H x W uint8 class ids; exemplar: index into the
     exemplar set; background: pool index of the background, or -1 when the exemplar's own was kept.
+    For previews only (never stored): canvas, the C x H x W background the structures were put
+    down on (None without pasting), and filled, the H x W bool pixels in-filled on it.
     """
 
     image: np.ndarray
     label: np.ndarray
     exemplar: int
     background: int
+    canvas: np.ndarray | None = None
+    filled: np.ndarray | None = None
 
 
 def exemplar_weights(label: np.ndarray) -> np.ndarray:
@@ -105,22 +109,28 @@ def make_sample(
     chosen = int(rng.choice(len(weights), p=weights))
     aug = augmenter(params)
     image, label = aug.geometric(ex.image[chosen], ex.label[chosen], _child_seed(rng))
-    background = -1
+    background, canvas, filled = -1, None, None
     if rng.random() < params.paste_prob and label.any():
+        pool_image = None
         if params.paste_background == "pool":
             if len(ex.pool_image) == 0:
                 raise ValueError("pasting onto pool backgrounds needs a non-empty pool")
             background = int(rng.integers(len(ex.pool_image)))
-            canvas = ex.pool_image[background], np.zeros_like(label)
-        else:
-            canvas = image, label
-        image, label = paste_structures(
-            *canvas, image, label, params.paste_unit, params.paste_feather, rng, params.paste_shift
+            pool_image = ex.pool_image[background]
+        moved = move_structures(
+            image,
+            label,
+            pool_image,
+            params.paste_unit,
+            params.paste_feather,
+            rng,
+            params.paste_shift,
         )
+        image, label, canvas, filled = moved.image, moved.label, moved.canvas, moved.filled
     channels = ex.channels if len(ex.channels) == image.shape[0] else ("image",) * image.shape[0]
     seeds = [_child_seed(rng) for _ in dict.fromkeys(channels)]
     image = aug.intensity(image, channels, seeds)
-    return SyntheticSample(image, label, chosen, background)
+    return SyntheticSample(image, label, chosen, background, canvas, filled)
 
 
 # ---- the stage: worker processes make and encode samples, this process writes them ----------

@@ -1,0 +1,83 @@
+"""In-fill: replace the pixels of a region by plausible surrounding tissue.
+
+When a structure is moved within its own slice, the place it leaves must look like what surrounds
+it, or the model learns that an organ-shaped patch of nothing is background. The fill has two
+parts:
+- a smooth interpolation from the known (non-region) pixels, by push-pull: the image and a
+  known-pixel weight are averaged down a Gaussian pyramid, and each level's holes are filled
+  from the next coarser one on the way up, so a hole of any size is filled from its rim inward
+  in O(H x W);
+- noise matched to the surroundings: the standard deviation of the fine-scale residual (image
+  minus its Gaussian blur) in a ring of known body pixels around the region, corrected for what
+  the blur removes from white noise, drawn from the caller's generator.
+Conventions: image C x H x W float32 in [0, 1]; region H x W bool (True = replace).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from synth.body import AIR_LEVEL
+
+# The noise matches the texture in a ring from _GAP to _GAP + _RING pixels around the region:
+# nearer pixels' blur would still see the region's own intensities.
+_GAP = 3
+_RING = 5
+_SIGMA = 1.5  # Gaussian that separates smooth intensity from fine-scale texture
+_KSIZE = 7
+_W = cv2.getGaussianKernel(_KSIZE, _SIGMA) @ cv2.getGaussianKernel(_KSIZE, _SIGMA).T
+# Std of (white noise - its blur) relative to the noise's own std: 1 - 2 w0 + sum(w^2).
+_RESIDUAL_GAIN = float(np.sqrt(1.0 - 2.0 * _W[_KSIZE // 2, _KSIZE // 2] + (_W**2).sum()))
+
+
+def push_pull(plane: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """H x W float32: `plane` where `known` (H x W bool), smoothly interpolated elsewhere."""
+    weight = known.astype(np.float32)
+    levels = [(plane.astype(np.float32) * weight, weight)]
+    while min(levels[-1][1].shape) > 2 and levels[-1][1].min() == 0:
+        value, w = levels[-1]
+        levels.append((cv2.pyrDown(value), cv2.pyrDown(w)))
+    value, w = levels[-1]
+    # Coarsest level: a weighted mean where there is any weight, the global mean elsewhere.
+    total = float(w.sum())
+    mean = float(value.sum()) / total if total > 0 else 0.0
+    filled = np.where(w > 1e-6, value / np.maximum(w, 1e-6), mean).astype(np.float32)
+    for value, w in reversed(levels[:-1]):
+        up = cv2.pyrUp(filled, dstsize=(w.shape[1], w.shape[0]))
+        # `value` is premultiplied by `w` <= 1: known pixels keep their own value, holes take
+        # the coarser estimate, partly known pixels a blend of both.
+        filled = value + (1.0 - np.minimum(w, 1.0)) * up
+    return filled
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def texture_std(plane: np.ndarray, ring: np.ndarray) -> float:
+    """Estimated std of the fine-scale noise of `plane` (H x W float32) on the `ring` pixels."""
+    if ring.sum() < 8:
+        return 0.0
+    residual = plane - cv2.GaussianBlur(plane, (_KSIZE, _KSIZE), _SIGMA)
+    return float(residual[ring].std()) / _RESIDUAL_GAIN
+
+
+def infill(image: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A new C x H x W float32 image: `region` replaced by interpolated tissue plus matched noise.
+
+    Pixels outside `region` are unchanged. Each channel is filled and textured on its own.
+    """
+    out = image.astype(np.float32, copy=True)
+    if not region.any():
+        return out
+    known = ~region
+    ring = _dilate(region, _GAP + _RING) & ~_dilate(region, _GAP)
+    noise = rng.standard_normal((image.shape[0], int(region.sum()))).astype(np.float32)
+    for c in range(image.shape[0]):
+        plane = out[c]
+        std = texture_std(plane, ring & (plane > AIR_LEVEL))
+        filled = push_pull(plane, known)
+        plane[region] = np.clip(filled[region] + std * noise[c], 0.0, 1.0)
+    return out
