@@ -135,3 +135,15 @@ def read_experiments(cwd: Path, all_commits: bool = False) -> list[ExpRecord]:
         return parse_show(json.loads(text))
     except json.JSONDecodeError as e:
         raise DvcError(f"`dvc exp show --json`: not JSON ({e})") from None
+
+
+def file_at(root: Path, rev: str, path: str) -> str | None:
+    """The text of `path` at git revision `rev` (an experiment's commit), None when it has none.
+
+    Files a stage writes with `cache: false` (reports/per_case.csv) are committed with the
+    experiment, so they can be read back after its workspace copy is gone.
+    """
+    done = subprocess.run(
+        ["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True, check=False
+    )
+    return done.stdout if done.returncode == 0 else None

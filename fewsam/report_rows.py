@@ -1,0 +1,192 @@
+"""The rows of `fewsam report`, from experiment records: one row per grid point, replicates pooled.
+
+A grid point is an experiment name without its replicate suffix (`synapse-9-synth-s2` belongs
+to `synapse-9-synth`); per replicate name the newest experiment counts. A row holds mean ± sd
+over the replicates of DSC, HD95 and the prompt-free DSC. A row with synthesis on gets the paired
+difference to its twin without synthesis (`<prefix>-<n>-nosynth`, else any row without synthesis
+at the same dataset and count) with a bootstrap interval (`fewsam.report_stats`).
+
+Rows of the component ablation (`fewsam.ablation`: names ending in -exonly, -geo, -geo-int) are
+kept apart for their own table; `-synth` rows are the full method and appear in both.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fewsam.ablation import VARIANTS, variant
+from fewsam.exp_records import ExpRecord
+from fewsam.report_stats import Interval, Summary, bootstrap_mean_ci, paired_differences, summarize
+
+ZERO_SHOT, NO_SYNTH, FEWSAM = "zero-shot SAM", "fewsam w/o synthesis", "fewsam"
+DATASET_NAMES = {"synapse": "Synapse", "synapse-npz": "Synapse", "brats": "BraTS 2018"}
+# Flat metrics.json key -> the nested key it repeats (for experiments run before the flat keys).
+FALLBACK = {
+    "dsc": ("adapted", "prompted", "dice"),
+    "hd95": ("adapted", "prompted", "hd95"),
+    "dsc_prompt_free": ("adapted", "prompt_free", "dice"),
+    "zero_shot_dsc": ("zero_shot", "dice"),
+    "zero_shot_hd95": ("zero_shot", "hd95"),
+}
+_REPLICATE = re.compile(r"^(?P<point>.+)-s(?P<r>\d+)$")
+_PARTIAL = tuple(f"-{slug}" for _, slug, on in VARIANTS[:-1])
+# Per-case Dice of one experiment, read from its commit: (experiment) -> {case: dice} or None.
+CaseReader = Callable[[ExpRecord], dict[str, float] | None]
+
+
+def metric(metrics: dict[str, Any], key: str) -> float | None:
+    """A headline number of one experiment's metrics.json, or None."""
+    value: Any = metrics.get(key)
+    if value is None and key in FALLBACK:
+        value = metrics
+        for part in FALLBACK[key]:
+            value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def dataset_name(params: dict[str, Any]) -> str:
+    """Synapse, BraTS 2018, or the folder name of a `nifti` dataset."""
+    dataset = params.get("dataset") or {}
+    fmt = str(dataset.get("format", "?"))
+    return DATASET_NAMES.get(fmt) or Path(str(dataset.get("root", fmt))).name or fmt
+
+
+def point_of(name: str) -> tuple[str, int]:
+    """(grid point, replicate) of an experiment name: `a-9-synth-s2` -> (`a-9-synth`, 2)."""
+    m = _REPLICATE.match(name)
+    return (m["point"], int(m["r"])) if m else (name, 0)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row. exemplars: "" (zero-shot), "9", "all". Dice as fractions."""
+
+    dataset: str
+    method: str
+    exemplars: str
+    point: str
+    variant: str
+    dsc: Summary
+    hd95: Summary
+    dsc_prompt_free: Summary
+    hd95_unit: str
+    experiments: tuple[str, ...]
+    diff: Interval | None = None
+
+    @property
+    def ablation_only(self) -> bool:
+        """A partial-synthesis row of the component ablation (not the method as published)."""
+        return self.point.endswith(_PARTIAL)
+
+
+def _newest_per_name(records: Sequence[ExpRecord]) -> list[ExpRecord]:
+    newest: dict[str, ExpRecord] = {}
+    for r in records:
+        if r.state != "success" or metric(r.metrics, "dsc") is None:
+            continue
+        if r.name not in newest or r.timestamp >= newest[r.name].timestamp:
+            newest[r.name] = r
+    return list(newest.values())
+
+
+def _row(point: str, runs: list[ExpRecord]) -> Row:
+    first = runs[0]
+    synth = first.params.get("synth") or {}
+    enabled = bool(synth.get("enabled", True))
+    return Row(
+        dataset=dataset_name(first.params),
+        method=FEWSAM if enabled else NO_SYNTH,
+        exemplars=str(first.params.get("exemplars", "?")),
+        point=point,
+        variant=variant(synth) if enabled else "w/o synthesis",
+        dsc=summarize([metric(r.metrics, "dsc") for r in runs]),
+        hd95=summarize([metric(r.metrics, "hd95") for r in runs]),
+        dsc_prompt_free=summarize([metric(r.metrics, "dsc_prompt_free") for r in runs]),
+        hd95_unit=str(first.metrics.get("hd95_unit", "")),
+        experiments=tuple(sorted(r.name for r in runs)),
+    )
+
+
+def _zero_shot(records: Sequence[ExpRecord]) -> list[Row]:
+    """Per dataset, zero-shot SAM from the newest experiment that scored it (it does not depend
+    on the replicate: same base model, same test cases, same prompts)."""
+    newest: dict[str, ExpRecord] = {}
+    for r in records:
+        if metric(r.metrics, "zero_shot_dsc") is None:
+            continue
+        dataset = dataset_name(r.params)
+        if dataset not in newest or r.timestamp >= newest[dataset].timestamp:
+            newest[dataset] = r
+    return [
+        Row(
+            dataset,
+            ZERO_SHOT,
+            "",
+            r.name,
+            "",
+            summarize([metric(r.metrics, "zero_shot_dsc")]),
+            summarize([metric(r.metrics, "zero_shot_hd95")]),
+            Summary(None, None, 0),
+            str(r.metrics.get("hd95_unit", "")),
+            (r.name,),
+        )
+        for dataset, r in newest.items()
+    ]
+
+
+def _twin(row: Row, rows: Sequence[Row]) -> Row | None:
+    """The row without synthesis that `row` is compared with (see the module docstring)."""
+    off = [r for r in rows if r.method == NO_SYNTH and (r.dataset, r.exemplars) == (
+        row.dataset, row.exemplars)]  # fmt: skip
+    named = [r for r in off if r.point == re.sub(r"-[a-z-]+$", "-nosynth", row.point)]
+    return (named or sorted(off, key=lambda r: r.point) or [None])[0]
+
+
+def _with_diff(row: Row, twin: Row, by_name: dict[str, ExpRecord], read_cases: CaseReader) -> Row:
+    def cases(r: Row) -> dict[int, dict[str, float]]:
+        out = {}
+        for name in r.experiments:
+            values = read_cases(by_name[name])
+            if values:
+                out[point_of(name)[1]] = values
+        return out
+
+    diffs = paired_differences(cases(row), cases(twin))
+    if not diffs:
+        return row
+    return Row(**{**row.__dict__, "diff": bootstrap_mean_ci(diffs)})
+
+
+def _sort_key(row: Row) -> tuple[str, int, float, int, str]:
+    if row.method == ZERO_SHOT:
+        return (row.dataset, 0, 0.0, 0, "")
+    count = float(row.exemplars) if row.exemplars.isdigit() else math.inf  # "all" last
+    return (row.dataset, 1, count, 0 if row.method == NO_SYNTH else 1, row.point)
+
+
+def table_rows(records: Sequence[ExpRecord], read_cases: CaseReader | None = None) -> list[Row]:
+    """Every row (zero-shot first per dataset, then by count, without synthesis first);
+    unfinished or unscored experiments are skipped. With `read_cases`, rows with synthesis on
+    get their paired difference to their twin without synthesis."""
+    runs = _newest_per_name(records)
+    by_point: dict[str, list[ExpRecord]] = defaultdict(list)
+    for r in runs:
+        by_point[point_of(r.name)[0]].append(r)
+    rows = [_row(point, group) for point, group in by_point.items()]
+    if read_cases is not None:
+        by_name = {r.name: r for r in runs}
+        rows = [
+            _with_diff(row, twin, by_name, read_cases)
+            if row.method == FEWSAM and (twin := _twin(row, rows)) is not None
+            else row
+            for row in rows
+        ]
+    return sorted(rows + _zero_shot(runs), key=_sort_key)
