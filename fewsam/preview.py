@@ -73,7 +73,7 @@ def _caption(index: int, s: SyntheticSample, synthesized: bool) -> str:
 def _background_panel(ax: plt.Axes, s: SyntheticSample | None) -> None:
     """The canvas of `s` with its in-filled region outlined; a note when there is none."""
     if s is None or s.canvas is None:
-        note = "params changed since the set was built" if s is None else "no pasting"
+        note = "built with\nother params" if s is None else "no pasting"
         ax.set_facecolor("0.9")
         ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=8, transform=ax.transAxes)
         ax.set_title("background", fontsize=8)

@@ -3,7 +3,9 @@
 When a structure is moved within its own slice, the place it leaves must look like what surrounds
 it, or the model learns that an organ-shaped patch of nothing is background. The fill has two
 parts:
-- a smooth interpolation from the known (non-region) pixels, by push-pull: the image and a
+- a smooth interpolation from the surrounding tissue (`tissue`: pixels outside the region whose
+  intensity is typical of the region's rim, so neither bone nor air is smeared in), by
+  push-pull: the image and a
   known-pixel weight are averaged down a Gaussian pyramid, and each level's holes are filled
   from the next coarser one on the way up, so a hole of any size is filled from its rim inward
   in O(H x W);
@@ -24,6 +26,8 @@ from synth.body import AIR_LEVEL
 # nearer pixels' blur would still see the region's own intensities.
 _GAP = 3
 _RING = 5
+# Intensity range, as percentiles of the ring's body pixels, of the tissue the fill continues.
+TISSUE_PERCENTILES = (10.0, 90.0)
 _SIGMA = 1.5  # Gaussian that separates smooth intensity from fine-scale texture
 _KSIZE = 7
 _W = cv2.getGaussianKernel(_KSIZE, _SIGMA) @ cv2.getGaussianKernel(_KSIZE, _SIGMA).T
@@ -72,12 +76,24 @@ def infill(image: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> n
     out = image.astype(np.float32, copy=True)
     if not region.any():
         return out
-    known = ~region
     ring = _dilate(region, _GAP + _RING) & ~_dilate(region, _GAP)
     noise = rng.standard_normal((image.shape[0], int(region.sum()))).astype(np.float32)
     for c in range(image.shape[0]):
         plane = out[c]
-        std = texture_std(plane, ring & (plane > AIR_LEVEL))
+        known = tissue(plane, region, ring)
+        std = texture_std(plane, ring & known)
         filled = push_pull(plane, known)
         plane[region] = np.clip(filled[region] + std * noise[c], 0.0, 1.0)
     return out
+
+
+def tissue(plane: np.ndarray, region: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """H x W bool: the pixels the fill interpolates from. Outside `region`, and within the
+    TISSUE_PERCENTILES of the body pixels of the `ring`: a bone or an air pocket beside the
+    region would otherwise be smeared into it (all of outside `region` when the ring has too
+    few body pixels to tell)."""
+    values = plane[ring & (plane > AIR_LEVEL)]
+    if values.size < 8:
+        return ~region
+    lo, hi = np.percentile(values, TISSUE_PERCENTILES)
+    return ~region & (plane >= lo) & (plane <= hi)
