@@ -29,7 +29,7 @@ import yaml
 from core.errors import ParamsError
 from core.params import Params, parse_params
 from fewsam.ablation import ABLATION_KEYS, VARIANTS, overrides
-from fewsam.exp_records import DvcError, read_experiments, run_dvc
+from fewsam.exp_records import DvcError, ExpRecord, read_experiments, run_dvc
 
 # Exemplar counts of the published protocol, per dataset family.
 PROTOCOL_COUNTS: dict[str, tuple[int, ...]] = {
@@ -178,6 +178,17 @@ def queue_command(point: GridPoint, extra: Sequence[str], force: bool) -> list[s
 _NOT_MISSING = ("success", "queued", "running")
 
 
+def _best_states(records: Sequence[ExpRecord]) -> dict[str, str]:
+    """Per experiment name, its most advanced state over all its records: a name re-run after a
+    failure keeps the failed record beside the successful one, and the success must count."""
+    rank = {state: i for i, state in enumerate(("failed", *reversed(_NOT_MISSING)))}
+    states: dict[str, str] = {}
+    for r in records:
+        if r.name not in states or rank.get(r.state, -1) > rank.get(states[r.name], -1):
+            states[r.name] = r.state
+    return states
+
+
 @dataclass(frozen=True)
 class GridOptions:
     """How `run` queues: `seeds` replicates per point, the `ablation` points instead of the
@@ -198,7 +209,7 @@ def _to_queue(
 ) -> list[tuple[GridPoint, bool]]:
     """(point, replace its name) for each point to queue; raises on taken names unless allowed."""
     if options.missing:
-        states = {r.name: r.state for r in read_experiments(root, all_commits=True)}
+        states = _best_states(read_experiments(root, all_commits=True))
         kept = [p.name for p in points if states.get(p.name) in _NOT_MISSING]
         if kept:
             echo(f"skipping {len(kept)} finished or queued experiments: {', '.join(kept)}")
@@ -256,9 +267,9 @@ def run(
         return points
     # `--run-all` follows every queued experiment to its end, but exits 0 even when one failed.
     run_dvc(["exp", "run", "--run-all", "--jobs", str(options.jobs)], root)
-    states = {
-        r.name: r.state for r in read_experiments(root, all_commits=True) if r.baseline == baseline
-    }
+    states = _best_states(
+        [r for r in read_experiments(root, all_commits=True) if r.baseline == baseline]
+    )
     failed = [p.name for p in points if states.get(p.name) != "success"]
     if failed:
         raise DvcError(

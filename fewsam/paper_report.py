@@ -35,6 +35,7 @@ from fewsam.report_rows import (  # noqa: E402
     ZERO_SHOT,
     CaseReader,
     Row,
+    prefix_of,
     table_rows,
 )
 from fewsam.report_stats import Summary, case_dice  # noqa: E402
@@ -81,10 +82,10 @@ def markdown(rows: Sequence[Row]) -> str:
 def ablation_markdown(rows: Sequence[Row]) -> str:
     """The component ablation: DSC (%) mean ± sd (n) per variant and exemplar count, for each
     prefix that ran one; empty when none did."""
-    prefixes = sorted({r.point.rsplit("-", 2)[0] for r in rows if r.ablation_only})
+    prefixes = sorted({prefix_of(r.point) for r in rows if r.ablation_only})
     out = []
     for prefix in prefixes:
-        mine = [r for r in rows if r.point.startswith(prefix + "-") and r.method != ZERO_SHOT]
+        mine = [r for r in rows if prefix_of(r.point) == prefix and r.method != ZERO_SHOT]
         counts = sorted({r.exemplars for r in mine if r.ablation_only}, key=int)
         out += [
             f"Synthesis components ({prefix}): DSC (%), mean ± sd (n)",
@@ -110,14 +111,12 @@ def plot(rows: Sequence[Row], path: Path) -> None:
     for ax, dataset in zip(axes[0], datasets, strict=True):
         mine = [r for r in rows if r.dataset == dataset and r.dsc.mean is not None]
         counts: set[int] = set()
-        series = sorted(
-            {(r.point.rsplit("-", 2)[0], r.method) for r in mine if r.exemplars.isdigit()}
-        )
+        series = sorted({(prefix_of(r.point), r.method) for r in mine if r.exemplars.isdigit()})
         for prefix, method in series:
             points = sorted(
                 (int(r.exemplars), 100 * r.dsc.mean, 100 * (r.dsc.sd or 0.0))  # type: ignore[operator]
                 for r in mine
-                if r.method == method and r.exemplars.isdigit() and r.point.startswith(prefix + "-")
+                if r.method == method and r.exemplars.isdigit() and prefix_of(r.point) == prefix
             )
             counts.update(x for x, _, _ in points)
             xs, ys, sds = zip(*points, strict=True)

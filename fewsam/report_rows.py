@@ -35,6 +35,9 @@ FALLBACK = {
     "zero_shot_hd95": ("zero_shot", "hd95"),
 }
 _REPLICATE = re.compile(r"^(?P<point>.+)-s(?P<r>\d+)$")
+_POINT = re.compile(
+    r"^(?P<prefix>.+?)-(?:\d+-(?:nosynth|" + "|".join(v[1] for v in VARIANTS) + r")|all)$"
+)
 _PARTIAL = tuple(f"-{slug}" for _, slug, on in VARIANTS[:-1])
 # Per-case Dice of one experiment, read from its commit: (experiment) -> {case: dice} or None.
 CaseReader = Callable[[ExpRecord], dict[str, float] | None]
@@ -57,6 +60,13 @@ def dataset_name(params: dict[str, Any]) -> str:
     dataset = params.get("dataset") or {}
     fmt = str(dataset.get("format", "?"))
     return DATASET_NAMES.get(fmt) or Path(str(dataset.get("root", fmt))).name or fmt
+
+
+def prefix_of(point: str) -> str:
+    """The grid prefix of a point: `synapse-9-geo-int` -> `synapse`; a name that is no grid
+    point (a workspace experiment) is its own prefix."""
+    m = _POINT.match(point)
+    return m["prefix"] if m else point
 
 
 def point_of(name: str) -> tuple[str, int]:

@@ -314,11 +314,6 @@ def test_to_queue_missing_with_nothing_left_and_with_nothing_done(
     assert said == []  # nothing skipped, nothing said
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_to_queue keeps only the last record per name: a success on one commit is hidden "
-    "by a failed record of the same name listed after it (another commit, or DVC's failed list)",
-)
 def test_to_queue_missing_skips_a_name_that_finished_on_any_commit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -505,11 +505,6 @@ def test_ablation_rows_get_their_own_table(params_dict: dict[str, Any]) -> None:
     assert ablation_markdown(table_rows(parse_show(show_sample()))) == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ablation_markdown takes the prefix as point.rsplit('-', 2)[0], which is 'x-1' for "
-    "'x-1-geo-int': a second, spurious table",
-)
 def test_ablation_table_with_the_intensity_variant_is_one_table(
     params_dict: dict[str, Any],
 ) -> None:
