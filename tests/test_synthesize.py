@@ -18,6 +18,7 @@ from exemplar_sets import CLASSES, exemplar_set, write_exemplar_set
 
 from core.errors import InputError
 from core.schema import read_synthetic_info
+from fewsam.synth_stats import components
 from synth import synthesize
 from synth.synthesize import exemplar_weights, make_sample
 from synth.synthetic_store import SyntheticWriter
@@ -61,6 +62,39 @@ def test_paste_background_choices(params):
     own = replace_section(params, "synth", paste_prob=1.0, paste_background="self").synth
     assert all(make_sample(ex, pool, 0, i).background >= 0 for i in range(6))
     assert all(make_sample(ex, own, 0, i).background == -1 for i in range(6))
+
+
+@pytest.mark.parametrize("background", ["self", "pool"])
+@pytest.mark.parametrize("unit", ["component", "class"])
+def test_pasted_samples_hold_no_structure_more_often_than_their_exemplar(params, background, unit):
+    ex = exemplar_set()
+    p = replace_section(
+        params, "synth", paste_prob=1.0, paste_background=background, paste_unit=unit
+    ).synth
+    weights = exemplar_weights(ex.label)
+    for index in range(50):
+        s = make_sample(ex, p, params.stream_seed, index, weights)
+        assert s.canvas is not None and s.filled is not None  # every sample was pasted
+        assert s.canvas.shape == s.image.shape and s.filled.shape == s.label.shape
+        if background == "self":  # the exemplar's structures were cut out of its own slice
+            assert s.filled.any() and s.background == -1
+        else:
+            assert not s.filled.any() and s.background >= 0
+        # Components of at least MIN_PIXELS pixels, per class: never more than the exemplar's
+        # (no structure twice), and every class of the exemplar still there (these slices
+        # have room for all).
+        big = components(s.label, len(CLASSES))[0]
+        reference = components(ex.label[s.exemplar], len(CLASSES))[0]
+        assert (big <= reference).all(), (index, big, reference)
+        assert (big >= (reference > 0)).all(), (index, big, reference)
+
+
+def test_samples_without_pasting_have_no_canvas(params):
+    ex = exemplar_set()
+    p = replace_section(params, "synth", paste_prob=0.0).synth
+    for index in range(5):
+        s = make_sample(ex, p, 0, index)
+        assert s.canvas is None and s.filled is None and s.background == -1
 
 
 def build(tmp_path: Path, params, name: str, ex=None, **synth) -> Path:
