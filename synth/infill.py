@@ -26,8 +26,8 @@ from synth.body import AIR_LEVEL
 # nearer pixels' blur would still see the region's own intensities.
 _GAP = 3
 _RING = 5
-# Intensity range, as percentiles of the ring's body pixels, of the tissue the fill continues.
-TISSUE_PERCENTILES = (10.0, 90.0)
+# Robust standard deviations around the ring's median that count as the tissue the fill continues.
+TISSUE_SPREAD = 3.0
 _SIGMA = 1.5  # Gaussian that separates smooth intensity from fine-scale texture
 _KSIZE = 7
 _W = cv2.getGaussianKernel(_KSIZE, _SIGMA) @ cv2.getGaussianKernel(_KSIZE, _SIGMA).T
@@ -61,11 +61,13 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def texture_std(plane: np.ndarray, ring: np.ndarray) -> float:
-    """Estimated std of the fine-scale noise of `plane` (H x W float32) on the `ring` pixels."""
+    """Estimated std of the fine-scale noise of `plane` (H x W float32) on the `ring` pixels:
+    the robust std of the residual (`_robust_std`), so that an edge in the ring does not count
+    as texture and the noise's own tails are not cut off."""
     if ring.sum() < 8:
         return 0.0
     residual = plane - cv2.GaussianBlur(plane, (_KSIZE, _KSIZE), _SIGMA)
-    return float(residual[ring].std()) / _RESIDUAL_GAIN
+    return _robust_std(residual[ring]) / _RESIDUAL_GAIN
 
 
 def infill(image: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -81,19 +83,27 @@ def infill(image: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> n
     for c in range(image.shape[0]):
         plane = out[c]
         known = tissue(plane, region, ring)
-        std = texture_std(plane, ring & known)
+        std = texture_std(plane, ring & (plane > AIR_LEVEL))
         filled = push_pull(plane, known)
         plane[region] = np.clip(filled[region] + std * noise[c], 0.0, 1.0)
     return out
 
 
 def tissue(plane: np.ndarray, region: np.ndarray, ring: np.ndarray) -> np.ndarray:
-    """H x W bool: the pixels the fill interpolates from. Outside `region`, and within the
-    TISSUE_PERCENTILES of the body pixels of the `ring`: a bone or an air pocket beside the
-    region would otherwise be smeared into it (all of outside `region` when the ring has too
-    few body pixels to tell)."""
+    """H x W bool: the pixels the fill interpolates from. Outside `region`, and within
+    TISSUE_SPREAD robust standard deviations (1.4826 x MAD) of the median of the `ring`'s body
+    pixels: a bone or an air pocket beside the region would otherwise be smeared into it,
+    however much of the ring it takes, as long as the typical tissue holds the majority (all of
+    outside `region` when the ring has too few body pixels to tell)."""
     values = plane[ring & (plane > AIR_LEVEL)]
     if values.size < 8:
         return ~region
-    lo, hi = np.percentile(values, TISSUE_PERCENTILES)
-    return ~region & (plane >= lo) & (plane <= hi)
+    median = float(np.median(values))
+    spread = TISSUE_SPREAD * _robust_std(values - median) + 1e-6
+    return ~region & (np.abs(plane - median) <= spread)
+
+
+def _robust_std(x: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation from 0: the std of Gaussian noise, unmoved by a
+    minority of outliers (an organ edge or a bone in the ring)."""
+    return 1.4826 * float(np.median(np.abs(x)))

@@ -68,12 +68,6 @@ def test_the_fill_matches_the_level_around_it(seed):
         assert abs(filled.mean() - around.mean()) < std / 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="synth/infill.py infill(): the noise std is estimated by texture_std on "
-    "`ring & tissue(...)`, i.e. only on ring pixels whose value lies within the 10-90th "
-    "percentiles: that truncates white noise and gives about 0.67 of its std",
-)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_fill_matches_the_noise_around_it(seed):
     _, region, out = bright_square_cut_out(seed)
