@@ -35,6 +35,10 @@ def grid(
     missing: bool = typer.Option(
         False, help="Queue only points without a finished experiment (completes a cut queue)."
     ),
+    archive: Path | None = typer.Option(
+        None,
+        help="With --missing: experiments in this archive (fewsam report --archive) count too.",
+    ),
     force: bool = typer.Option(False, help="Replace experiments that have the same names."),
     run: bool = typer.Option(False, "--run", help="Run the queue to its end and wait."),
     jobs: int = typer.Option(1, min=1, help="Experiments run at once with --run."),
@@ -43,7 +47,7 @@ def grid(
     """Queue the paper's grid as DVC experiments: exemplar counts x synthesis on/off + full set."""
     from fewsam import experiments
 
-    options = experiments.GridOptions(seeds, ablation, missing, force, run, jobs, dry_run)
+    options = experiments.GridOptions(seeds, ablation, missing, force, run, jobs, dry_run, archive)
     experiments.run(Path.cwd(), dataset, exemplars, set_, prefix, options, typer.echo)
 
 
@@ -51,9 +55,12 @@ def grid(
 def report(
     out: Path = typer.Option(Path("reports"), help="Folder for the table and the plot."),
     all_commits: bool = typer.Option(False, help="Also experiments of other commits."),
+    archive: Path | None = typer.Option(
+        None, help="Merge finished experiments into this JSON archive and report all it holds."
+    ),
 ) -> None:
     """Collect finished DVC experiments into the paper's table and a DSC-vs-exemplars plot."""
     from fewsam import paper_report
 
-    for path in paper_report.run(Path.cwd(), out, all_commits):
+    for path in paper_report.run(Path.cwd(), out, all_commits, archive):
         typer.echo(str(path))

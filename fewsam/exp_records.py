@@ -47,6 +47,9 @@ class ExpRecord:
     timestamp: str
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Per test case, the headline Dice (mean over classes), kept with archived records
+    # (`fewsam.exp_archive`) whose commits may be gone; None: read it from the commit.
+    cases: dict[str, float] | None = None
 
 
 def dvc_env() -> dict[str, str]:

@@ -28,6 +28,7 @@ import yaml
 
 from core.errors import ParamsError
 from core.params import Params, parse_params
+from fewsam import exp_archive
 from fewsam.ablation import ABLATION_KEYS, VARIANTS, overrides
 from fewsam.exp_records import DvcError, ExpRecord, read_experiments, run_dvc
 
@@ -193,7 +194,8 @@ def _best_states(records: Sequence[ExpRecord]) -> dict[str, str]:
 class GridOptions:
     """How `run` queues: `seeds` replicates per point, the `ablation` points instead of the
     paper's, only the `missing` points, replacing taken names (`force`), running the queue to its
-    end (`run_now`, `jobs` at once), or only printing the commands (`dry_run`)."""
+    end (`run_now`, `jobs` at once), or only printing the commands (`dry_run`); with `missing`,
+    the experiments of an `archive` file (`fewsam.exp_archive`) count as finished too."""
 
     seeds: int = 1
     ablation: bool = False
@@ -202,6 +204,7 @@ class GridOptions:
     run_now: bool = False
     jobs: int = 1
     dry_run: bool = False
+    archive: Path | None = None
 
 
 def _to_queue(
@@ -209,7 +212,10 @@ def _to_queue(
 ) -> list[tuple[GridPoint, bool]]:
     """(point, replace its name) for each point to queue; raises on taken names unless allowed."""
     if options.missing:
-        states = _best_states(read_experiments(root, all_commits=True))
+        records = read_experiments(root, all_commits=True)
+        if options.archive is not None:
+            records = [*records, *exp_archive.load(options.archive)]
+        states = _best_states(records)
         kept = [p.name for p in points if states.get(p.name) in _NOT_MISSING]
         if kept:
             echo(f"skipping {len(kept)} finished or queued experiments: {', '.join(kept)}")

@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from core.atomic import atomic_path, write_text  # noqa: E402
 from core.errors import FewsamError  # noqa: E402
 from evaluate.reports import HEADLINE  # noqa: E402
+from fewsam import exp_archive  # noqa: E402
 from fewsam.ablation import VARIANTS  # noqa: E402
 from fewsam.exp_records import ExpRecord, file_at, read_experiments  # noqa: E402
 from fewsam.report_rows import (  # noqa: E402
@@ -160,13 +161,25 @@ def case_reader(root: Path) -> CaseReader:
     """Per-case headline Dice of an experiment, from the per_case.csv committed with it."""
 
     def read(record: ExpRecord) -> dict[str, float] | None:
+        if record.cases is not None:
+            return record.cases
         text = file_at(root, record.rev, PER_CASE)
         return case_dice(text, HEADLINE) if text else None
 
     return read
 
 
-def run(root: Path, out: Path, all_commits: bool = False) -> tuple[Path, Path]:
-    """`fewsam report`: read the experiments of the project at `root`, write the report."""
+def run(
+    root: Path, out: Path, all_commits: bool = False, archive: Path | None = None
+) -> tuple[Path, Path]:
+    """`fewsam report`: read the experiments of the project at `root`, write the report.
+
+    With `archive`, the finished experiments are first merged into that file
+    (`fewsam.exp_archive`) and the report covers everything it holds.
+    """
     records = read_experiments(root, all_commits)
-    return write_report(table_rows(records, case_reader(root)), out)
+    reader = case_reader(root)
+    if archive is not None:
+        records = exp_archive.merge(exp_archive.load(archive), records, reader)
+        exp_archive.save(archive, records)
+    return write_report(table_rows(records, reader), out)
