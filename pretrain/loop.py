@@ -9,7 +9,8 @@ mask prompt. Loss: focal + Dice on the masks (the best of three for a single poi
 the IoU head. AdamW, linear warmup, cosine decay.
 
 Everything random derives from (seed, step) or (seed, image index), so a run interrupted and
-resumed from its checkpoint folder ends with the same weights as one that was not.
+resumed from its checkpoint folder ends with the same weights as one that was not; a resumed run
+prints `note: resumed from step k (...state.pt)` on stderr and keeps the logged rows as they were.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import csv
 import math
 import multiprocessing
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -231,9 +233,11 @@ def save_checkpoint(
         "seconds": state.seconds,
         "settings": key,
     }
+    # The log first: killed between the two writes, the older state makes the next run redo and
+    # re-log these steps; the other order would leave them missing from the log for good.
+    _log(folder, rows, state.step - len(rows))
     with atomic_path(folder / STATE_FILE, suffix=".pt") as tmp:
         torch.save(blob, tmp)
-    _log(folder, rows, state.step - len(rows))
 
 
 def load_checkpoint(
@@ -250,7 +254,11 @@ def load_checkpoint(
         )
     sam.load_state_dict(blob["model"])
     optimizer.load_state_dict(blob["optimizer"])
-    return LoopState(step=int(blob["step"]), seconds=float(blob["seconds"]))
+    state = LoopState(step=int(blob["step"]), seconds=float(blob["seconds"]))
+    # Every step is seeded by its index, so a resumed run and one that silently started over end
+    # alike; this line is what tells them apart.
+    print(f"note: resumed from step {state.step} ({path})", file=sys.stderr, flush=True)
+    return state
 
 
 def _log(folder: Path, rows: list[dict[str, float]], after: int) -> None:
@@ -304,6 +312,10 @@ def pretrain(
             if report:
                 _print_progress(sam, seed, p, state, rows)
             if state.step % p.save_every == 0 or state.step == last:
+                # The checkpoint's seconds include this step, or a resumed run's cumulative
+                # `seconds` would restart below the last logged row.
+                state.seconds += time.perf_counter() - start
+                start = time.perf_counter()
                 save_checkpoint(folder, sam, optimizer, state, key, rows)
                 rows = []
             state.seconds += time.perf_counter() - start

@@ -12,9 +12,10 @@ import pytest
 import torch
 from scipy import ndimage
 
+import pretrain.loop as pretrain_loop
 from core.errors import InputError
 from core.params import Params, PretrainParams
-from pretrain.loop import cosine_lr, new_model, pretrain, run
+from pretrain.loop import LOG_FILE, STATE_FILE, cosine_lr, new_model, pretrain, run
 from pretrain.loss import dice_loss, focal_loss, mask_iou, sam_loss
 from pretrain.prompts import (
     Prompts,
@@ -33,6 +34,23 @@ def _small(params: Params, **changes: object) -> PretrainParams:
     base = dict(steps=4, batch_size=2, instances=2, corrective_rounds=1, warmup_steps=1)
     base.update(save_every=2, eval_images=2, eval_every=0, threads=1, minutes=0.0, device="cpu")
     return dataclasses.replace(params.pretrain, **{**base, **changes})
+
+
+def record_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The indices of the optimizer steps this process executes from now on, in order."""
+    executed: list[int] = []
+    step_fn = pretrain_loop.pretrain_step
+
+    def recording(sam: object, optimizer: object, seed: int, step: int, *rest: object) -> object:
+        executed.append(step)
+        return step_fn(sam, optimizer, seed, step, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pretrain_loop, "pretrain_step", recording)
+    return executed
+
+
+def seconds_column(lines: list[str]) -> list[float]:
+    return [float(line.split(",")[-1]) for line in lines[1:]]
 
 
 def test_shapes_are_deterministic_per_seed_and_index() -> None:
@@ -151,7 +169,15 @@ def test_schedule(params: Params) -> None:
     assert cosine_lr(55, p) == pytest.approx(0.5) and cosine_lr(100, p) == pytest.approx(0.0)
 
 
-def test_loop_learns_finitely_and_resumes_exactly(params: Params, tmp_path: Path) -> None:
+def test_loop_learns_finitely_and_resumes_exactly(
+    params: Params,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A resumed run ends with the uninterrupted weights, says it resumed, keeps the logged rows
+    as they were and runs only the remaining steps (the weights alone would not show that: every
+    step is seeded by its index)."""
     p = _small(params)
     straight = new_model(0)
     state = pretrain(straight, p, 0, tmp_path / "a", report=False)
@@ -160,10 +186,25 @@ def test_loop_learns_finitely_and_resumes_exactly(params: Params, tmp_path: Path
     assert len(log) == 5 and all(math.isfinite(float(r.split(",")[1])) for r in log[1:])
     stopped = new_model(0)
     assert pretrain(stopped, p, 0, tmp_path / "b", stop_at=2, report=False).step == 2
+    before = (tmp_path / "b" / LOG_FILE).read_text().splitlines()
+    saved = torch.load(tmp_path / "b" / STATE_FILE, weights_only=True)
+    assert len(before) == 1 + saved["step"]  # the header and a row per step done
+    # The checkpoint's training seconds cover its last logged step (to the log's 6 digits).
+    assert saved["seconds"] >= seconds_column(before)[-1] * (1 - 1e-5)
+    capsys.readouterr()
+    executed = record_steps(monkeypatch)
     resumed = new_model(0)
     # Resumed with the images made by worker processes: the same weights, bit for bit.
     with_workers = dataclasses.replace(p, workers=2)
     assert pretrain(resumed, with_workers, 0, tmp_path / "b", report=False).step == 4
+    err = capsys.readouterr().err
+    assert f"resumed from step {saved['step']} ({tmp_path / 'b' / STATE_FILE})" in err
+    assert executed == list(range(saved["step"], p.steps))
+    after = (tmp_path / "b" / LOG_FILE).read_text().splitlines()
+    assert after[: len(before)] == before  # byte for byte, the `seconds` column too
+    assert [line.split(",")[0] for line in after[1:]] == ["1", "2", "3", "4"]
+    seconds = seconds_column(after)
+    assert seconds == sorted(seconds)  # training seconds of all sessions: counted on, not reset
     for (name, a), b in zip(
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
@@ -174,6 +215,53 @@ def test_loop_learns_finitely_and_resumes_exactly(params: Params, tmp_path: Path
     )
     with pytest.raises(InputError, match="other pretraining settings"):
         pretrain(new_model(0), dataclasses.replace(p, lr=0.5), 0, tmp_path / "b", report=False)
+
+
+def test_without_its_checkpoint_pretraining_starts_over(
+    params: Params,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    p = _small(params, steps=2)
+    pretrain(new_model(0), p, 0, tmp_path, stop_at=1, report=False)
+    (tmp_path / STATE_FILE).unlink()
+    capsys.readouterr()
+    executed = record_steps(monkeypatch)
+    assert pretrain(new_model(0), p, 0, tmp_path, report=False).step == 2
+    assert "resumed" not in capsys.readouterr().err
+    assert executed == [0, 1]
+    # The first session's row is replaced by this session's, not kept beside it.
+    log = (tmp_path / LOG_FILE).read_text().splitlines()
+    assert [line.split(",")[0] for line in log[1:]] == ["1", "2"]
+
+
+def test_the_pretraining_checkpoint_never_gets_ahead_of_its_log(
+    params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that dies at a checkpoint before its log is written (as a kill between the two
+    writes would) must not leave a state whose steps the log lacks: a resumed run never logs them.
+    """
+    p = _small(params, steps=2, save_every=1)
+    write_log = pretrain_loop._log
+    calls: list[int] = []
+
+    def dies_at_the_second(folder: Path, rows: list[dict[str, float]], after: int) -> None:
+        calls.append(after)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        write_log(folder, rows, after)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pretrain_loop, "_log", dies_at_the_second)
+        with pytest.raises(RuntimeError, match="killed"):
+            pretrain(new_model(0), p, 0, tmp_path, report=False)
+    done = torch.load(tmp_path / STATE_FILE, weights_only=True)["step"]
+    logged = (tmp_path / LOG_FILE).read_text().splitlines()[1:]
+    assert [line.split(",")[0] for line in logged] == [str(s) for s in range(1, done + 1)]
+    assert pretrain(new_model(0), p, 0, tmp_path, report=False).step == 2
+    log = (tmp_path / LOG_FILE).read_text().splitlines()
+    assert [line.split(",")[0] for line in log[1:]] == ["1", "2"]
 
 
 def test_run_ships_loadable_fp16_weights_and_a_card(params: Params, tmp_path: Path) -> None:

@@ -35,11 +35,12 @@ from reliability_files import (
 from safetensors.torch import load_file
 from synthetic_sets import bright_squares
 
+import train.loop
 from core.atomic import clean_stale, write_text
 from core.errors import InputError
 from core.params import parse_params
 from core.schema import read_synthetic_info
-from train.resume import STATE_FILE, resume_dir_for
+from train.resume import LOG_FILE, STATE_FILE, resume_dir_for
 from train.run import run as train_run
 
 FEWSAM = Path(sys.executable).parent / "fewsam"
@@ -125,8 +126,14 @@ def test_killed_synthesis_leaves_nothing_finished_and_reruns(
 
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_uninterrupted_weights(
-    tmp_path: Path, params_dict: dict[str, Any]
+    tmp_path: Path, params_dict: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The rerun resumes: it says so, keeps the killed run's log rows, runs only the rest.
+
+    Every step is seeded by its index, so the same weights would also come from a rerun that
+    silently started at step 0; the resumed line, the kept timings and the steps this process
+    executes are what show that it continued.
+    """
     data = cpu_params(params_dict, tmp_path)
     data["train"].update(max_steps=80, batch_size=2, warmup_steps=4, save_every=5)
     params = write_params(tmp_path / "params.yaml", data)
@@ -138,7 +145,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(
     out, log = tmp_path / "models" / "adapter", tmp_path / "log.csv"
     state = resume_dir_for(out) / STATE_FILE
     args = ["train", "run", "-p", params, "--data", synthetic, "--out", out, "--log", log]
-    partial_log = resume_dir_for(out) / "train_log.csv"  # written after each checkpoint
+    partial_log = resume_dir_for(out) / LOG_FILE  # written after each checkpoint
 
     def past_step_20() -> bool:
         return partial_log.is_file() and len(partial_log.read_text().splitlines()) > 20
@@ -147,10 +154,26 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(
     assert not out.exists() and not log.exists()
     step = torch.load(state, weights_only=True)["step"]
     assert 20 <= step < 80 and step % 5 == 0, step
+    # Rows of the steps before the checkpoint, as the killed process wrote them (a kill between
+    # the state and the log write leaves fewer, never other ones).
+    before = partial_log.read_text().splitlines()[: 1 + step]
+    assert len(before) > 20
 
-    result = invoke(*args)  # the same command again: `train.resume: auto`
+    executed: list[int] = []
+    step_fn = train.loop._step
+
+    def recording(run: Any, batch: Any, index: int, params: Any, ctx: Any) -> Any:
+        executed.append(index)
+        return step_fn(run, batch, index, params, ctx)
+
+    monkeypatch.setattr(train.loop, "_step", recording)
+    result = invoke(*args)  # the same command again: `train.resume: auto`, in this process
     assert result.exit_code == 0, result.output
+    assert f"resumed from step {step} ({state})" in result.stderr
+    assert executed == list(range(step, 80))
     assert not resume_dir_for(out).exists()
+    # The killed run's rows are kept byte for byte, their `seconds` included.
+    assert log.read_text().splitlines()[: len(before)] == before
     mine, theirs = (
         load_file(str(out / "adapter.safetensors")),
         load_file(str(reference / "adapter" / "adapter.safetensors")),

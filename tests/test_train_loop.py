@@ -14,8 +14,9 @@ from conftest import REPO
 from safetensors.torch import load_file
 from synthetic_sets import bright_squares
 
+import train.loop
 from core.params import Params, parse_params
-from train.resume import STATE_FILE, resume_dir_for
+from train.resume import LOG_FILE, STATE_FILE, resume_dir_for
 from train.run import run
 
 # Each test trains for a few seconds (dozens of steps of a tiny SAM in all).
@@ -58,6 +59,19 @@ def reference(squares: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     return {"weights": weights, "log": read_log(tmp / "train_log.csv"), "tmp": tmp}
 
 
+def record_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The indices of the steps this process executes from now on, in order."""
+    executed: list[int] = []
+    step = train.loop._step
+
+    def recording(run_: Any, batch: Any, index: int, params: Params, ctx: Any) -> Any:
+        executed.append(index)
+        return step(run_, batch, index, params, ctx)
+
+    monkeypatch.setattr(train.loop, "_step", recording)
+    return executed
+
+
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys() and a
     for name in a:
@@ -92,16 +106,57 @@ def test_workers_do_not_change_the_adapter(
 
 
 def test_resume_gives_the_same_weights(
-    squares: Path, reference: dict[str, Any], tmp_path: Path
+    squares: Path,
+    reference: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """Resumed: it says so, keeps the logged rows as they were, runs only the remaining steps.
+
+    Every step is seeded by its index, so equal weights alone would also come from a run that
+    silently started over (test_without_its_checkpoint_a_run_starts_over).
+    """
     params = tiny_params(save_every=3)
     assert train_once(tmp_path, squares, params, stop_after=5) == {}  # interrupted after step 5
-    state = resume_dir_for(tmp_path / "models" / "adapter") / STATE_FILE
-    assert torch.load(state, weights_only=True)["step"] == 3  # the last checkpoint
+    folder = resume_dir_for(tmp_path / "models" / "adapter")
+    step = torch.load(folder / STATE_FILE, weights_only=True)["step"]
+    assert step == 3  # the last checkpoint
+    before = (folder / LOG_FILE).read_text().splitlines()
+    assert len(before) == 1 + step  # the header and the rows of steps 0..2, written with the state
+    capsys.readouterr()
+    executed = record_steps(monkeypatch)
     weights = train_once(tmp_path, squares, params)
+    assert f"resumed from step {step} ({folder / STATE_FILE})" in capsys.readouterr().err
+    assert executed == list(range(step, params.train.max_steps))
     assert_same_weights(weights, reference["weights"])
+    after = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert after[: len(before)] == before  # byte for byte, the `seconds` of the first session too
     log = read_log(tmp_path / "train_log.csv")
     assert [r["loss"] for r in log] == [r["loss"] for r in reference["log"]]
+
+
+def test_without_its_checkpoint_a_run_starts_over(
+    squares: Path,
+    reference: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same interruption with the state deleted: no resumed line, every step from 0 again,
+    and yet the same weights as the resumed run's (which is why those are not evidence)."""
+    params = tiny_params(save_every=3)
+    train_once(tmp_path, squares, params, stop_after=3)
+    folder = resume_dir_for(tmp_path / "models" / "adapter")
+    (folder / STATE_FILE).unlink()
+    capsys.readouterr()
+    executed = record_steps(monkeypatch)
+    weights = train_once(tmp_path, squares, params)
+    assert "resumed" not in capsys.readouterr().err
+    assert executed == list(range(params.train.max_steps))
+    assert_same_weights(weights, reference["weights"])
+    log = read_log(tmp_path / "train_log.csv")
+    assert [int(r["step"]) for r in log] == list(range(params.train.max_steps))
 
 
 def test_changed_params_start_over(

@@ -8,7 +8,9 @@ The resume folder sits beside the adapter folder, not inside it (`models/.resume
     train_log.csv   the log so far (the final log is only written when the run completes)
 
 No random-number state is saved: every random draw of a step is seeded from (seed, rank, step),
-so continuing at step k replays exactly what an uninterrupted run would have done.
+so continuing at step k replays exactly what an uninterrupted run would have done. Its log starts
+with the saved rows as they were (timings included) and the resumed run prints
+`note: resumed from step k (...state.pt)` on stderr.
 
 During a run, `Checkpointer` decides when rank 0 writes them: the state every `train.save_every`
 steps, the log alone every LOG_FLUSH_SECONDS in between, nothing after the last step.
@@ -118,7 +120,12 @@ def restore(
         return 0, []
     model.load_state_dict(state["model"], strict=False)
     optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"]), state["log"]
+    step = int(state["step"])
+    if not quiet:
+        # Every step is seeded by its index, so a resumed run and one that silently started over
+        # end alike; this line is what tells them apart.
+        print(f"note: resumed from step {step} ({folder / STATE_FILE})", file=sys.stderr)
+    return step, state["log"]
 
 
 class Checkpointer:
