@@ -1,12 +1,15 @@
 """`fewsam synth stats`: per class, how many slices and pixels carry it, exemplars vs synthetic,
 and whether any synthetic sample holds a structure more often than its exemplar did.
 
-The component check counts, per sample and class, the 8-connected components of at least
-MIN_PIXELS pixels and compares them with the same count on the exemplar the sample came from.
-A duplicated organ (a copy pasted beside the original) shows up as one more component. Smaller
-pieces are counted apart, as specks: nearest-neighbour resampling of a label under rotation,
-scaling or elastic deformation can cut a pixel or two off an organ's edge, which is no
-duplicate. The synthetic labels are read a block at a time, so the counts run in constant memory.
+The component check counts, per sample and class, the structures (8-connected components) and
+compares them with the count on the exemplar the sample came from. A duplicated organ (a copy
+pasted beside the original) shows up as one more structure. In the exemplar a structure is a
+component of at least MIN_PIXELS pixels; in a sample it must also have at least
+STRUCTURE_FRACTION of the exemplar's smallest structure of that class. Smaller pieces are
+counted apart, as specks: rotation, scaling and elastic deformation resample the label by
+nearest neighbour and can pinch a few pixels off a thin part of an organ (a liver's tip), which
+is no duplicate; a copy of a structure is as large as the structure. The synthetic labels are
+read a block at a time, so the counts run in constant memory.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from core.schema import read_exemplars, read_synthetic_info
 
 _BLOCK = 64  # synthetic label slices read at once
 MIN_PIXELS = 5  # smaller components are specks, not structures
+STRUCTURE_FRACTION = 0.25  # ... and so are sample components under this share of the smallest
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
@@ -73,19 +77,42 @@ def format_table(
     return "\n".join(line.rstrip() for line in lines)
 
 
-def components(label: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per class id 1..K of `label` (H x W uint8): 8-connected components of at least MIN_PIXELS
-    pixels, and smaller ones (specks). Two (K,) int64 arrays."""
-    big = np.zeros(num_classes, np.int64)
-    small = np.zeros(num_classes, np.int64)
+def component_sizes(label: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """Per class id 1..K of `label` (H x W uint8), the pixel counts of its 8-connected
+    components (an empty array for an absent class)."""
+    out = [np.zeros(0, np.int64)] * num_classes
     for k, box in enumerate(ndimage.find_objects(label, max_label=num_classes)):
         if box is None:
             continue
         comps, n = ndimage.label(label[box] == k + 1, structure=_EIGHT)
-        sizes = np.bincount(comps.ravel(), minlength=n + 1)[1:]
-        big[k] = int((sizes >= MIN_PIXELS).sum())
-        small[k] = n - big[k]
+        out[k] = np.bincount(comps.ravel(), minlength=n + 1)[1:]
+    return out
+
+
+def components(
+    label: np.ndarray, num_classes: int, min_size: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per class id 1..K of `label` (H x W uint8): structures, the components of at least
+    MIN_PIXELS pixels (and of at least `min_size[k]`, (K,), when given), and specks, the
+    smaller ones. Two (K,) int64 arrays."""
+    big = np.zeros(num_classes, np.int64)
+    small = np.zeros(num_classes, np.int64)
+    for k, sizes in enumerate(component_sizes(label, num_classes)):
+        floor = MIN_PIXELS if min_size is None else max(MIN_PIXELS, float(min_size[k]))
+        big[k] = int((sizes >= floor).sum())
+        small[k] = sizes.size - big[k]
     return big, small
+
+
+def _reference(label: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """An exemplar's structures per class and the least size a sample's structure must have."""
+    counts = np.zeros(num_classes, np.int64)
+    floor = np.zeros(num_classes)
+    for k, sizes in enumerate(component_sizes(label, num_classes)):
+        kept = sizes[sizes >= MIN_PIXELS]
+        counts[k] = kept.size
+        floor[k] = STRUCTURE_FRACTION * kept.min() if kept.size else 0.0
+    return counts, floor
 
 
 @dataclass(frozen=True)
@@ -104,14 +131,15 @@ def check_components(
 ) -> tuple[ComponentCheck, int]:
     """Component check of synthetic `label` B x H x W uint8 made from exemplars `exemplar` (B,)
     of `exemplar_label` N x H x W. Returns the check and the number of failing samples."""
-    reference = [components(lab, num_classes)[0] for lab in exemplar_label]
+    reference = [_reference(lab, num_classes) for lab in exemplar_label]
     excess = np.zeros(num_classes, np.int64)
     worst = np.zeros(num_classes, np.int64)
     specks = np.zeros(num_classes, np.int64)
     failing = 0
     for lab, e in zip(label, exemplar, strict=True):
-        big, small = components(lab, num_classes)
-        surplus = big - reference[int(e)]
+        counts, floor = reference[int(e)]
+        big, small = components(lab, num_classes, floor)
+        surplus = big - counts
         excess += surplus > 0
         worst = np.maximum(worst, surplus)
         specks += small
@@ -122,13 +150,13 @@ def check_components(
 def format_components(classes: tuple[str, ...], check: ComponentCheck, failing: int) -> str:
     """The component check as text: a summary line, then one line per class."""
     lines = [
-        f"components (8-connected, >= {MIN_PIXELS} px) per class vs the sample's exemplar: "
+        f"structures (8-connected components of >= {MIN_PIXELS} px and, in a sample, >= "
+        f"{STRUCTURE_FRACTION:.0%} of the exemplar's smallest of that class) per class vs the "
+        "sample's exemplar: "
         f"{failing} of {check.samples} samples have more than their exemplar",
     ]
     width = max(len(c) for c in classes) + 4
-    lines.append(
-        f"{'class':<{width}}  samples with more  largest surplus  specks (< {MIN_PIXELS} px)"
-    )
+    lines.append(f"{'class':<{width}}  samples with more  largest surplus  smaller pieces")
     for k, name in enumerate(classes):
         lines.append(
             f"{f'{k + 1} {name}':<{width}}  {check.excess[k]:>17}  {check.worst[k]:>15}  "
