@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +143,43 @@ def assert_one_line_error(result: Result, *fragments: str | Path) -> str:
     for fragment in fragments:
         assert str(fragment) in lines[0], (fragment, lines[0])
     assert "Traceback" not in result.output
+    return lines[0]
+
+
+# The console script that `pip install` wrote beside this interpreter (`[project.scripts]`).
+FEWSAM = Path(sys.executable).parent / "fewsam"
+
+
+def run_installed(
+    *args: str | Path, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `fewsam ARGS` in a fresh process, in `cwd` (default: this one's). The
+    environment, PYTHONPATH included, is inherited, so the code it imports is the code under
+    test. `timeout` only stops a hung process; nothing is asserted about time."""
+    assert FEWSAM.is_file(), f"{FEWSAM} missing: install the project (pip install -e .)"
+    return subprocess.run(
+        [str(FEWSAM), *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def assert_installed_one_line_error(
+    proc: subprocess.CompletedProcess[str], *fragments: str | Path
+) -> str:
+    """The contract through a real process: exit code 2, exactly one line on stderr, starting
+    with `error: ` and holding every fragment, and no traceback on either stream (Typer prints
+    one for an unexpected exception; the test runner would have swallowed it)."""
+    output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stdout + proc.stderr, output
+    assert proc.returncode == 2, (proc.returncode, output)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    for fragment in fragments:
+        assert str(fragment) in lines[0], (fragment, lines[0])
     return lines[0]
 
 

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from core.errors import InputError
 from fewsam.cli import app
 from synth.datasets.nifti_io import read_image
+from synth.datasets.synapse import CLASSES, TEST_IDS, TRAIN_IDS
 
 IMG = "img/img0006.nii.gz"
 LABEL = "label/label0006.nii.gz"
@@ -148,12 +149,25 @@ def test_check_lists_every_problem_then_fails(tmp_path: Path, params_dict: dict[
         assert name in result.stdout
 
 
+def _clean_summary(root: Path, numbers: tuple[int, ...]) -> str:
+    """What `data check` must say of a clean Synapse dataset of BTCV scans `numbers`: its folder,
+    how many of them are in each TransUNet split, the 8 organs and the one CT channel."""
+    train = len(set(numbers) & set(TRAIN_IDS))
+    test = len(set(numbers) & set(TEST_IDS))
+    return (
+        f"synapse dataset {root}: {train} train and {test} test cases, "
+        f"classes {', '.join(CLASSES)}; channels CT: no problems"
+    )
+
+
 def test_clean_dataset_passes(tmp_path: Path, params_dict: dict[str, Any]) -> None:
-    root = make_synapse(tmp_path / "ds")
-    params = params_file(tmp_path, params_dict, root=str(root))
+    numbers = (5, 6, 7, 9, 1, 2)  # 4 training and 2 test scans of the TransUNet split
+    root = make_synapse(tmp_path / "ds", numbers)
+    params = params_file(tmp_path, params_dict, root=str(root), format="synapse")
     result = _invoke(["data", "check", "--params", str(params)])
     assert result.exit_code == 0, result.output
-    assert "3 train and 2 test cases" in result.stdout and "no problems" in result.stdout
+    assert result.stdout.splitlines() == [_clean_summary(root, numbers)]
+    assert result.stderr == ""
 
 
 def test_brats_label_outside_0124_and_missing_modality(
@@ -172,23 +186,63 @@ def test_brats_label_outside_0124_and_missing_modality(
     assert "Brats18_TEST_002_1_t1ce.nii.gz: missing modality file" in result.stdout
 
 
-@pytest.mark.parametrize("where", ["missing", "empty", "spaced ñame/missing"])
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [
+        ("missing", "dataset folder not found (set dataset.root)"),
+        ("empty", "dataset folder is empty"),
+        ("a file", "dataset root is not a folder"),
+        ("spaced ñame/missing", "dataset folder not found (set dataset.root)"),
+    ],
+)
 def test_missing_or_empty_root_exit_2(
-    tmp_path: Path, params_dict: dict[str, Any], where: str
+    tmp_path: Path, params_dict: dict[str, Any], where: str, problem: str
 ) -> None:
     root = tmp_path / where
     if where == "empty":
         root.mkdir()
+    elif where == "a file":
+        root.write_text("img0001.nii.gz\n")
     params = params_file(tmp_path, params_dict, root=str(root))
     result = _invoke(["data", "check", "--params", str(params)])
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: {root}") and len(result.stderr.splitlines()) == 1
+    assert result.stderr.splitlines() == [f"error: {root}: {problem}"]
+
+
+# The tolerance RELIABILITY.md documents for an image and its label: 0.001 mm. The values are
+# written out (not taken from nifti_io.AFFINE_TOLERANCE_MM), so widening the constant fails here.
+@pytest.mark.parametrize("element", [(0, 3), (1, 1)], ids=["origin x", "row spacing"])
+@pytest.mark.parametrize(("shift_mm", "accepted"), [(0.0005, True), (0.01, False)])
+def test_affine_tolerance_is_a_thousandth_of_a_millimetre(
+    tmp_path: Path,
+    params_dict: dict[str, Any],
+    element: tuple[int, int],
+    shift_mm: float,
+    accepted: bool,
+) -> None:
+    root = make_synapse(tmp_path / "ds")
+    moved = AFFINE.copy()
+    moved[element] -= shift_mm
+    write_nifti(root / LABEL, btcv_label(6), moved)
+    params = params_file(tmp_path, params_dict, root=str(root), format="synapse")
+    result = _invoke(["data", "check", "--params", str(params)])
+    if accepted:
+        assert result.exit_code == 0, result.output
+        assert result.stdout.endswith(": no problems\n"), result.stdout
+    else:
+        assert result.exit_code == 2, result.output
+        expected = f"{root / LABEL}: affine differs from img0006.nii.gz (by up to {shift_mm:g} mm)"
+        assert expected in result.stdout.splitlines(), result.stdout
+        assert "1 problem(s)" in result.stderr
 
 
 def test_root_with_spaces_and_non_ascii_works(tmp_path: Path, params_dict: dict[str, Any]) -> None:
-    root = make_synapse(tmp_path / "my data ñ")
-    params = params_file(tmp_path, params_dict, root=str(root))
-    assert _invoke(["data", "check", "--params", str(params)]).exit_code == 0
+    numbers = (5, 6, 7, 1, 2)
+    root = make_synapse(tmp_path / "my data ñ", numbers)
+    params = params_file(tmp_path, params_dict, root=str(root), format="synapse")
+    result = _invoke(["data", "check", "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [_clean_summary(root, numbers)]
 
 
 def test_truncated_data_behind_a_valid_header(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from conftest import replace_section
@@ -17,6 +18,7 @@ from dataset_files import (
     make_synapse,
     make_synapse_npz,
 )
+from test_checkpoint import _CreatesFile
 
 from core.errors import InputError
 from core.params import Params
@@ -99,16 +101,18 @@ def test_synapse_npz_missing_slice_and_pickled_file(params: Params, tmp_path: Pa
     root = make_synapse_npz(tmp_path)
     (root / "train_npz" / "case0006_slice002.npz").unlink()
     marker = tmp_path / "ran"
-    np.savez(
-        root / "train_npz" / "case0005_slice001.npz",
-        image=np.array([object()], dtype=object),
-        label=np.zeros((16, 16)),
-    )
+    # An object array holding the payload: unpickling it creates `marker`
+    # (test_reliability_untrusted.test_the_payload_runs_when_loaded_unsafely shows it does).
+    payload = np.empty(1, dtype=object)
+    payload[0] = _CreatesFile(marker)
+    evil = root / "train_npz" / "case0005_slice001.npz"
+    np.savez(evil, image=payload, label=np.zeros((16, 16)))
     reader = _reader(params, "synapse-npz", root)
     problems = [str(p) for p in reader.layout_problems()]
     assert any("case0006_slice002.npz" in p and "missing slice 2" in p for p in problems)
-    with pytest.raises(InputError, match="case0005_slice001.npz"):
+    with pytest.raises(InputError) as err:
         reader.load("case0005")
+    assert err.value.path == evil
     assert not marker.exists()
 
 
@@ -136,8 +140,6 @@ def test_brats_targets_channels_and_normalization(
     if target == "regions":  # BraTS 4 (enhancing) -> 3, 2 (edema) -> 2, 1 (necrosis) -> 1
         assert vol.label[2, 5, 5] == 3 and vol.label[2, 4, 4] == 2 and vol.label[2, 6, 6] == 1
     # Independent check of channel 0 (t2): percentiles of the nonzero voxels map to 0 and 1.
-    import nibabel as nib
-
     raw = np.asarray(nib.load(vol.source.parent / f"{case}_t2.nii.gz").dataobj).astype(float)
     raw = np.transpose(raw, (2, 1, 0))
     lo, hi = np.percentile(raw[raw != 0], params.dataset.percentiles)
@@ -209,12 +211,19 @@ def test_nifti_three_mr_channels(params: Params, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["synapse", "synapse-npz", "brats", "nifti"])
-def test_missing_or_empty_root_fails_naming_it(params: Params, tmp_path: Path, fmt: str) -> None:
-    with pytest.raises(InputError, match="not found"):
-        _reader(params, fmt, tmp_path / "nowhere")
+def test_missing_empty_or_file_root_fails_naming_it(
+    params: Params, tmp_path: Path, fmt: str
+) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="empty"):
-        _reader(params, fmt, tmp_path / "empty")
+    (tmp_path / "a file").write_text("not a folder\n")
+    for name, problem in [
+        ("nowhere", "dataset folder not found (set dataset.root)"),
+        ("empty", "dataset folder is empty"),
+        ("a file", "dataset root is not a folder"),
+    ]:
+        with pytest.raises(InputError) as err:
+            _reader(params, fmt, tmp_path / name)
+        assert err.value.path == tmp_path / name and err.value.problem == problem
 
 
 def test_nifti_incomplete_channel_sets_are_layout_problems(params: Params, tmp_path: Path) -> None:
@@ -229,3 +238,87 @@ def test_nifti_incomplete_channel_sets_are_layout_problems(params: Params, tmp_p
     assert "tr_002_0001.nii.gz: missing channel file" in problems[1]
     assert "tr_003_0000.nii.gz: image without label" in problems[2]
     assert sorted(reader.cases("train") + reader.cases("test")) == ["tr_000", "tr_004"]
+
+
+# ---- anisotropic in-plane voxels ---------------------------------------------------------------
+
+# A volume whose rows (H, anterior -> posterior) are 1.4 mm apart and whose columns (W, right ->
+# left) 0.6 mm, on a 5 x 20 x 12 grid (Z x H x W): neither the spacing nor the shape is symmetric
+# in H and W, so a reader that swaps the two spacings or transposes the slices fails below.
+ANISO_SHAPE = (5, 20, 12)
+ANISO_SPACING = (2.5, 1.4, 0.6)  # Z, H, W in mm
+
+
+def _aniso_file(zyx: np.ndarray, storage: str) -> nib.Nifti1Image:
+    """`zyx` stored as NIfTI (L, P, S): I = W, J = H; or (P, L, S): I = H, J = W, written by hand
+    (not with `core.volume.from_zyx`, the inverse of what is tested)."""
+    z_mm, h_mm, w_mm = ANISO_SPACING
+    if storage == "LPS":
+        data = np.transpose(zyx, (2, 1, 0))
+        affine = np.diag([-w_mm, -h_mm, z_mm, 1.0])
+    else:  # i runs posterior (world -y), j to the patient's left (world -x), k superior
+        data = np.transpose(zyx, (1, 2, 0))
+        affine = np.array(
+            [[0, -w_mm, 0, 0], [-h_mm, 0, 0, 0], [0, 0, z_mm, 0], [0, 0, 0, 1]], dtype=float
+        )
+    img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
+    img.header.set_data_dtype(zyx.dtype)
+    return img
+
+
+def _aniso_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(raw intensities, foreground mask), Z x H x W. Intensities rise with the flat index, so
+    the normalized image must keep their order voxel for voxel; the mask is an off-centre box."""
+    raw = np.linspace(-100.0, 250.0, int(np.prod(ANISO_SHAPE)), dtype=np.float32)
+    mask = np.zeros(ANISO_SHAPE, bool)
+    mask[1:4, 3:9, 2:5] = True
+    return raw.reshape(ANISO_SHAPE), mask
+
+
+def _write_aniso_dataset(root: Path, fmt: str, storage: str) -> Path:
+    raw, mask = _aniso_arrays()
+    if fmt == "synapse":  # liver (BTCV 6) in a training case 5 and a test case 1
+        for n in (5, 1):
+            for folder, name, data in (
+                ("img", f"img{n:04d}", raw),
+                ("label", f"label{n:04d}", (mask * 6).astype(np.uint8)),
+            ):
+                (root / folder).mkdir(parents=True, exist_ok=True)
+                nib.save(_aniso_file(data, storage), root / folder / f"{name}.nii.gz")
+    elif fmt == "brats":  # necrotic core (BraTS 1) in 3 cases; brain voxels all nonzero
+        for i in range(3):
+            case = root / "HGG" / f"Brats18_A_{i:03d}_1"
+            case.mkdir(parents=True)
+            for m in ("flair", "t1", "t1ce", "t2", "seg"):
+                data = (mask * 1).astype(np.uint8) if m == "seg" else raw + 200.0
+                nib.save(_aniso_file(data, storage), case / f"{case.name}_{m}.nii.gz")
+    else:  # nnU-Net layout, one CT channel, class 1
+        (root / "imagesTr").mkdir(parents=True)
+        (root / "labelsTr").mkdir()
+        for i in range(3):
+            nib.save(_aniso_file(raw, storage), root / "imagesTr" / f"c{i}_0000.nii.gz")
+            label = (mask * 1).astype(np.uint8)
+            nib.save(_aniso_file(label, storage), root / "labelsTr" / f"c{i}.nii.gz")
+    return root
+
+
+@pytest.mark.parametrize("storage", ["LPS", "PLS"])
+@pytest.mark.parametrize("fmt", ["synapse", "brats", "nifti"])
+def test_anisotropic_in_plane_spacing_keeps_rows_and_columns(
+    params: Params, tmp_path: Path, fmt: str, storage: str
+) -> None:
+    root = _write_aniso_dataset(tmp_path / "ds", fmt, storage)
+    changes: dict[str, object] = {"slice_size": 0}
+    if fmt == "nifti":
+        changes.update(classes=("organ",), modality="CT")
+    reader = _reader(params, fmt, root, **changes)
+    raw, mask = _aniso_arrays()
+    for split in ("train", "test"):
+        vol = reader.load(reader.cases(split)[0])
+        assert vol.image.shape[1:] == ANISO_SHAPE and vol.label is not None
+        assert vol.spacing == pytest.approx(ANISO_SPACING)  # (Z, H, W): H 1.4 mm, W 0.6 mm
+        np.testing.assert_array_equal(vol.label > 0, mask)
+        # Each channel is a monotone function of the raw intensity of the same voxel.
+        for channel in vol.image:
+            in_raw_order = channel.ravel()[np.argsort(raw.ravel(), kind="stable")]
+            assert np.all(np.diff(in_raw_order) >= 0) and in_raw_order[-1] > in_raw_order[0]

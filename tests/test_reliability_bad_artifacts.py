@@ -28,6 +28,8 @@ from reliability_files import (
     write_scan,
 )
 
+from synth.datasets.synapse import CLASSES
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -139,7 +141,12 @@ def test_infer_refuses_an_adapter_of_other_classes_in_one_line(
     adapter = write_adapter(tmp_path / "adapter", world.data, classes=("liver", "spleen"))
     out = tmp_path / "reports"
     result = invoke("evaluate", "infer", "-p", world.params, "--adapter", adapter, "--out", out)
-    assert_one_line_error(result, adapter / "config.json", "adapter classes ['liver', 'spleen']")
+    # Both class lists in full, the dataset's being the 8 Synapse organs of the params' dataset.
+    line = assert_one_line_error(result)
+    assert line == (
+        f"error: {adapter / 'config.json'}: adapter classes ['liver', 'spleen'] differ from the "
+        f"dataset's {list(CLASSES)}"
+    )
     assert listing(out) == []
 
 

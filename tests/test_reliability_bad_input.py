@@ -10,24 +10,25 @@ output paths: test_reliability_bad_artifacts.py.
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from dataset_files import btcv_label, make_synapse, write_nifti
+from dataset_files import SHAPE, btcv_label, make_synapse, write_nifti
 from reliability_files import (
     World,
+    assert_installed_one_line_error,
     assert_one_line_error,
     invoke,
     listing,
+    run_installed,
     write_params,
 )
 from test_check import FAULTS
 
 from core.schema import read_exemplars
+from synth.datasets.synapse import TEST_IDS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,9 +56,16 @@ def test_extract_refuses_each_dataset_fault(tmp_path: Path, world: World, fault:
     assert listing(tmp_path / "out") == []  # nothing finished, no temporary file
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "a file"])
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("missing", "dataset folder not found (set dataset.root)"),
+        ("empty", "dataset folder is empty"),
+        ("a file", "dataset root is not a folder"),
+    ],
+)
 def test_extract_refuses_missing_empty_or_file_root(
-    tmp_path: Path, world: World, kind: str
+    tmp_path: Path, world: World, kind: str, problem: str
 ) -> None:
     root = tmp_path / "dataset root"
     if kind == "empty":
@@ -67,7 +75,8 @@ def test_extract_refuses_missing_empty_or_file_root(
     data = copy.deepcopy(world.data)
     data["dataset"]["root"] = str(root)
     out, csv = tmp_path / "ex.h5", tmp_path / "ex.csv"
-    assert_one_line_error(_extract(write_params(tmp_path / "p.yaml", data), out, csv), root)
+    result = _extract(write_params(tmp_path / "p.yaml", data), out, csv)
+    assert_one_line_error(result, f"{root}: {problem}")
     assert not out.exists() and not csv.exists()
 
 
@@ -91,7 +100,8 @@ def test_float_labels_holding_whole_numbers_are_accepted(tmp_path: Path, world: 
 
 
 def test_truncated_file_through_the_installed_command(tmp_path: Path, world: World) -> None:
-    """The real console script, not the test runner: one line on stderr, exit 2, no traceback."""
+    """The real console script, not the test runner: one line on stderr, exit 2, no traceback
+    (every other bad-input case goes through it in test_installed_cli.py)."""
     root = make_synapse(tmp_path / "ds")
     image = root / "img" / "img0007.nii.gz"
     image.write_bytes(image.read_bytes()[: len(image.read_bytes()) // 2])
@@ -99,31 +109,60 @@ def test_truncated_file_through_the_installed_command(tmp_path: Path, world: Wor
     data["dataset"]["root"] = str(root)
     params = write_params(tmp_path / "params.yaml", data)
     out = tmp_path / "ex.h5"
-    fewsam = Path(sys.executable).parent / "fewsam"
-    proc = subprocess.run(
-        [fewsam, "synth", "extract", "-p", params, "--out", out, "--csv", tmp_path / "ex.csv"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.splitlines() == [f"error: {image}: truncated file " + "(the compressed "
-                                        "stream ends early)"]  # fmt: skip
+    proc = run_installed("synth", "extract", "-p", params, "--out", out,
+                         "--csv", tmp_path / "ex.csv")  # fmt: skip
+    line = assert_installed_one_line_error(proc)
+    assert line == f"error: {image}: truncated file (the compressed stream ends early)"
     assert not out.exists()
+
+
+# ---- an empty label in the test split ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["data check", "evaluate infer", "evaluate score"])
+def test_empty_label_in_the_test_split_is_refused(tmp_path: Path, world: World, stage: str) -> None:
+    """RELIABILITY.md: a case with no labeled voxel is refused in the test split as in the
+    training split, by every command that reads the test cases, naming the label file."""
+    root = make_synapse(tmp_path / "ds")
+    first_test = min(n for n in TEST_IDS if (root / "label" / f"label{n:04d}.nii.gz").is_file())
+    label = write_nifti(root / "label" / f"label{first_test:04d}.nii.gz", np.zeros(SHAPE, np.uint8))
+    data = copy.deepcopy(world.data)
+    data["dataset"]["root"] = str(root)
+    params = write_params(tmp_path / "params.yaml", data)
+    problem = f"{label}: no labeled voxel (the label volume is empty)"
+    out = tmp_path / "reports"
+    if stage == "data check":
+        result = invoke("data", "check", "-p", params)
+        assert result.exit_code == 2, result.output
+        assert [line for line in result.stdout.splitlines() if str(root) + "/" in line] == [problem]
+        assert result.stderr.splitlines() == [f"error: {root}: 1 problem(s) found (listed above)"]
+        return
+    if stage == "evaluate infer":
+        result = invoke("evaluate", "infer", "-p", params, "--adapter", world.adapter, "--out", out)
+    else:  # label maps of every test case, so only the ground truth can be refused
+        pred = tmp_path / "pred" / "prompt_free"
+        for case in sorted(root.glob("label/label*.nii.gz")):
+            n = int(case.name[5:9])
+            if n in TEST_IDS:
+                write_nifti(pred / f"case{n:04d}.nii.gz", btcv_label(n) % 9)
+        result = invoke("evaluate", "score", "-p", params, "--pred", pred.parent, "--out", out)
+    assert_one_line_error(result, problem)
+    assert not [p for p in out.rglob("*") if p.is_file()]  # no label map, no metrics
 
 
 # ---- exemplar counts and params ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        (13, "exemplars: 13 requested but the 3 training cases have only 12 labeled slices"),
-        (0, "exemplars: must be >= 1 or `all`"),
-        (-3, "exemplars: must be >= 1 or `all`"),
-        (2.5, "exemplars: must be an integer"),
-    ],
-)
+# (exemplars value, message); also run through the installed command (test_installed_cli.py).
+EXEMPLAR_COUNTS: list[tuple[Any, str]] = [
+    (13, "exemplars: 13 requested but the 3 training cases have only 12 labeled slices"),
+    (0, "exemplars: must be >= 1 or `all`"),
+    (-3, "exemplars: must be >= 1 or `all`"),
+    (2.5, "exemplars: must be an integer"),
+]
+
+
+@pytest.mark.parametrize(("value", "message"), EXEMPLAR_COUNTS)
 def test_exemplar_counts_refused(tmp_path: Path, world: World, value: Any, message: str) -> None:
     data = copy.deepcopy(world.data)
     data["exemplars"] = value
@@ -135,37 +174,48 @@ def test_exemplar_counts_refused(tmp_path: Path, world: World, value: Any, messa
     assert listing(tmp_path) == ["params.yaml"]
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"synth": {"paste_probability": 0.5}}, "synth.paste_probability: unknown key"),
-        ({"trian": {"max_steps": 3}}, "trian: unknown key"),
-        ({"train": {"max_steps": "ten"}}, "train.max_steps: must be an integer"),
-        ({"train": {"lr": "fast"}}, "train.lr: must be a number"),
-        ({"synth": {"scale": "0.9-1.1"}}, "synth.scale"),
-        ({"model": {"arch": "vit_s"}}, "model.arch: must be one of"),
-        ({"lora": 4}, "lora: must be a mapping"),
-    ],
-)
-def test_unknown_and_mistyped_params_through_the_cli(
-    tmp_path: Path, world: World, change: dict[str, Any], message: str
-) -> None:
-    data = copy.deepcopy(world.data)
+# (change to the params, message); also run through the installed command.
+PARAMS_CHANGES: list[tuple[dict[str, Any], str]] = [
+    ({"synth": {"paste_probability": 0.5}}, "synth.paste_probability: unknown key"),
+    ({"trian": {"max_steps": 3}}, "trian: unknown key"),
+    ({"train": {"max_steps": "ten"}}, "train.max_steps: must be an integer"),
+    ({"train": {"lr": "fast"}}, "train.lr: must be a number"),
+    ({"synth": {"scale": "0.9-1.1"}}, "synth.scale"),
+    ({"model": {"arch": "vit_s"}}, "model.arch: must be one of"),
+    ({"lora": 4}, "lora: must be a mapping"),
+]
+
+
+def changed_params(data: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """A copy of params `data` with `change` merged in (a section's keys, or a whole value)."""
+    data = copy.deepcopy(data)
     for section, value in change.items():
         if isinstance(value, dict) and isinstance(data.get(section), dict):
             data[section].update(value)
         else:
             data[section] = value
-    params = write_params(tmp_path / "params.yaml", data)
+    return data
+
+
+@pytest.mark.parametrize(("change", "message"), PARAMS_CHANGES)
+def test_unknown_and_mistyped_params_through_the_cli(
+    tmp_path: Path, world: World, change: dict[str, Any], message: str
+) -> None:
+    params = write_params(tmp_path / "params.yaml", changed_params(world.data, change))
     result = invoke("train", "run", "-p", params, "--data", world.synthetic,
                     "--out", tmp_path / "adapter", "--log", tmp_path / "log.csv")  # fmt: skip
     assert_one_line_error(result, f"error: {params}: ", message)
     assert listing(tmp_path) == ["params.yaml"]
 
 
-@pytest.mark.parametrize(
-    ("text", "message"), [("seed: [0\n", "not valid YAML"), ("- 1\n- 2\n", "must be a mapping")]
-)
+# (params file text, message); also run through the installed command.
+PARAMS_TEXTS: list[tuple[str, str]] = [
+    ("seed: [0\n", "not valid YAML"),
+    ("- 1\n- 2\n", "must be a mapping"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), PARAMS_TEXTS)
 def test_params_that_are_not_a_mapping(tmp_path: Path, text: str, message: str) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(text)
