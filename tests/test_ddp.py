@@ -187,7 +187,9 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path: Path) 
     assert mine.keys() == theirs.keys() == initial.keys() and mine
     atol = params.train.lr / 100
     for name, tensor in theirs.items():
-        torch.testing.assert_close(mine[name], tensor, rtol=0.0, atol=atol, msg=name)
+        torch.testing.assert_close(
+            mine[name], tensor, rtol=0.0, atol=atol, msg=lambda m, n=name: f"{n}: {m}"
+        )
     # Training moved the weights far beyond that tolerance: the agreement is not trivial.
     moved = max(float((t - initial[n]).abs().max()) for n, t in theirs.items())
     assert moved > 10 * atol

@@ -49,6 +49,18 @@ def record_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return executed
 
 
+def killed_at(step: int) -> object:
+    """`pretrain_step` that dies at optimizer step `step`, as a kill would: no final checkpoint."""
+    step_fn = pretrain_loop.pretrain_step
+
+    def dying(sam: object, optimizer: object, seed: int, index: int, *rest: object) -> object:
+        if index == step:
+            raise RuntimeError("killed")
+        return step_fn(sam, optimizer, seed, index, *rest)  # type: ignore[arg-type]
+
+    return dying
+
+
 def seconds_column(lines: list[str]) -> list[float]:
     return [float(line.split(",")[-1]) for line in lines[1:]]
 
@@ -184,8 +196,12 @@ def test_loop_learns_finitely_and_resumes_exactly(
     assert state.step == 4
     log = (tmp_path / "a" / "log.csv").read_text().splitlines()
     assert len(log) == 5 and all(math.isfinite(float(r.split(",")[1])) for r in log[1:])
-    stopped = new_model(0)
-    assert pretrain(stopped, p, 0, tmp_path / "b", stop_at=2, report=False).step == 2
+    with monkeypatch.context() as patch:  # killed after the checkpoint of step 2 (save_every)
+        patch.setattr(pretrain_loop, "pretrain_step", killed_at(2))
+        with pytest.raises(RuntimeError, match="killed"):
+            pretrain(
+                new_model(0), dataclasses.replace(p, workers=0), 0, tmp_path / "b", report=False
+            )
     before = (tmp_path / "b" / LOG_FILE).read_text().splitlines()
     saved = torch.load(tmp_path / "b" / STATE_FILE, weights_only=True)
     assert len(before) == 1 + saved["step"]  # the header and a row per step done
@@ -223,7 +239,7 @@ def test_without_its_checkpoint_pretraining_starts_over(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    p = _small(params, steps=2)
+    p = _small(params, steps=2, workers=0)
     pretrain(new_model(0), p, 0, tmp_path, stop_at=1, report=False)
     (tmp_path / STATE_FILE).unlink()
     capsys.readouterr()
@@ -242,7 +258,7 @@ def test_the_pretraining_checkpoint_never_gets_ahead_of_its_log(
     """A run that dies at a checkpoint before its log is written (as a kill between the two
     writes would) must not leave a state whose steps the log lacks: a resumed run never logs them.
     """
-    p = _small(params, steps=2, save_every=1)
+    p = _small(params, steps=2, save_every=1, workers=0)
     write_log = pretrain_loop._log
     calls: list[int] = []
 
