@@ -73,7 +73,9 @@ def make_project(work: Path, side: int, z: int) -> dict[str, Path]:
     data["synth"].update(pool_per_case=4)
     data["model"].update(arch="tiny", checkpoint=None, input_size=64)
     data["train"].update(device="cpu")
-    data["evaluate"].update(batch_size=16, zero_shot=True, overlays_per_case=1, max_cases=0)
+    data["evaluate"].update(
+        batch_size=16, zero_shot_prompts=["point", "box"], overlays_per_case=1, max_cases=0
+    )
     params = work / "params.yaml"
     params.write_text(yaml.safe_dump(data))
 

@@ -41,7 +41,7 @@ DEFAULT_SETS = (
     "synth.samples=1000",
     "train.max_steps=300",
     "train.warmup_steps=15",
-    "evaluate.zero_shot=false",
+    "evaluate.zero_shot_prompts=[]",
     "evaluate.overlays_per_case=0",
 )
 _LOCK = threading.Lock()

@@ -21,6 +21,8 @@ from core import streams
 from core.errors import ParamsError
 
 DatasetFormat = Literal["synapse", "synapse-npz", "brats", "nifti"]
+# The prompt of a zero-shot SAM baseline (`evaluate.zero_shot_prompts`).
+ZeroShotPrompt = Literal["point", "box"]
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -235,12 +237,18 @@ class LossParams:
 class EvaluateParams:
     protocol: Literal["transunet", "strict"]
     batch_size: int
-    zero_shot: bool
+    zero_shot_prompts: tuple[ZeroShotPrompt, ...]
     overlays_per_case: int
     max_cases: int
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
+        prompts = list(self.zero_shot_prompts)
+        _check(
+            len(set(prompts)) == len(prompts),
+            "evaluate.zero_shot_prompts",
+            f"must not list a prompt twice, got {prompts}",
+        )
         _check(self.overlays_per_case >= 0, "evaluate.overlays_per_case", "must be >= 0")
         _check(self.max_cases >= 0, "evaluate.max_cases", "must be >= 0")
 

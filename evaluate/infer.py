@@ -1,8 +1,9 @@
 """Stage `infer`: the label maps of every method on the test cases, and overlays of a few slices.
 
 For each test case (at most `evaluate.max_cases`): the adapted model prompt-free and prompted
-(ground-truth points as in training, `train.points_per_class` per present class and slice), and,
-with `evaluate.zero_shot`, base SAM prompted with one interior point per present class. The
+(ground-truth points as in training, `train.points_per_class` per present class and slice), and
+base SAM per entry of `evaluate.zero_shot_prompts`: `zero_shot`, one interior point per present
+class, and `zero_shot_box`, the tight box of each present class (module `evaluate.zero_shot`). The
 models see the slices at `dataset.slice_size`, as in training; their logits are upsampled to the
 case's source in-plane size before the argmax or threshold (`predict_volume`'s `out_hw`, the path
 `fewsam predict` takes too), so every label map lies on the source grid and is written with the
@@ -22,14 +23,21 @@ from segment_anything.modeling import Sam
 
 from core.atomic import ensure_parent
 from core.device import pick_device
-from core.params import Params
+from core.params import Params, ZeroShotPrompt
 from core.progress import track
 from core.volume import Volume
 from evaluate import reports
 from evaluate.adapter_check import check_adapter
 from evaluate.inference import gt_prompts, predict_volume
-from evaluate.layout import METHODS, OVERLAYS, PREDICTIONS, evaluation_cases, prediction_path
-from evaluate.zero_shot import zero_shot_volume
+from evaluate.layout import (
+    OVERLAYS,
+    PREDICTIONS,
+    ZERO_SHOT_METHODS,
+    evaluation_cases,
+    prediction_path,
+)
+from evaluate.reports import ADAPTED
+from evaluate.zero_shot import zero_shot_volumes
 from synth.datasets import BaseReader, open_dataset
 from synth.datasets.base import resize_volume
 from train.adapter_io import CONFIG_FILE, load_adapter, read_adapter_config
@@ -39,14 +47,24 @@ from train.model import FewSam
 
 @dataclass(frozen=True)
 class Models:
-    """The adapted model and, when zero-shot SAM is evaluated, its base, on one device."""
+    """The adapted model and, when zero-shot SAM is evaluated, its base, on one device, with
+    the prompt kinds of the zero-shot baselines (none without `sam`)."""
 
     adapted: FewSam
     sam: Sam | None
+    prompts: tuple[ZeroShotPrompt, ...] = ("point", "box")
+
+    @property
+    def zero_shot_prompts(self) -> tuple[ZeroShotPrompt, ...]:
+        """The prompt kinds in the order of every report (point, then box)."""
+        if self.sam is None:
+            return ()
+        order: tuple[ZeroShotPrompt, ...] = ("point", "box")
+        return tuple(p for p in order if p in self.prompts)
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return METHODS if self.sam is not None else METHODS[:2]
+        return ADAPTED + tuple(ZERO_SHOT_METHODS[p] for p in self.zero_shot_prompts)
 
 
 def load_models(params: Params, adapter: Path, reader: BaseReader) -> Models:
@@ -62,10 +80,11 @@ def load_models(params: Params, adapter: Path, reader: BaseReader) -> Models:
     model, _ = load_adapter(adapter, params.model.checkpoint)
     device = pick_device(params.train.device)
     sam = None
-    if params.evaluate.zero_shot:
+    prompts = params.evaluate.zero_shot_prompts
+    if prompts:
         sam = load_sam(params.model.arch, params.model.checkpoint, params.model.input_size)
         sam = sam.to(device)
-    return Models(model.to(device), sam)
+    return Models(model.to(device), sam, prompts)
 
 
 def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np.ndarray]:
@@ -82,10 +101,11 @@ def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np
         return preds
     prompts = gt_prompts(view.label, k, params.train.points_per_class, params.seed, source.case)
     preds["prompted"] = predict_volume(models.adapted, view.image, batch, prompts, out_hw=out_hw)
-    if models.sam is not None:
-        preds["zero_shot"] = zero_shot_volume(
-            models.sam, view.image, view.label, k, batch, out_hw=out_hw
+    if models.sam is not None and models.zero_shot_prompts:
+        zero_shot = zero_shot_volumes(
+            models.sam, view.image, view.label, k, batch, models.zero_shot_prompts, out_hw=out_hw
         )
+        preds.update({ZERO_SHOT_METHODS[p]: pred for p, pred in zero_shot.items()})
     return preds
 
 

@@ -4,8 +4,9 @@
                                                the case's source grid, affine and header)
     <out>/overlays/<case>_z<k>.png             a few slices per case, every method side by side
 
-Methods are named `prompt_free` and `prompted` (the adapted model) and `zero_shot` (base SAM);
-a folder of predictions scored on its own may hold any other method names too.
+Methods are named `prompt_free` and `prompted` (the adapted model), `zero_shot` and
+`zero_shot_box` (base SAM with point and box prompts); a folder of predictions scored on its own
+may hold any other method names too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from synth.datasets import BaseReader
 PREDICTIONS = "predictions"
 OVERLAYS = "overlays"
 # The methods of the pipeline, in the order of every report.
-METHODS = ("prompt_free", "prompted", "zero_shot")
+METHODS = ("prompt_free", "prompted", "zero_shot", "zero_shot_box")
+# `evaluate.zero_shot_prompts` entry -> the method of that zero-shot SAM baseline.
+ZERO_SHOT_METHODS = {"point": "zero_shot", "box": "zero_shot_box"}
 
 _NII = re.compile(r"^(?P<case>[^.].*?)\.nii(\.gz)?$")  # hidden files (temporaries) excluded
 

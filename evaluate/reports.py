@@ -3,8 +3,9 @@
 Every file is written atomically (complete under its final name, or absent). The JSON and CSV
 writers are deterministic: the same scores give the same bytes.
 
-Methods are named `prompt_free` and `prompted` (the adapted model) and `zero_shot` (base SAM);
-folders of other tools' predictions scored by `fewsam evaluate score` bring their own names.
+Methods are named `prompt_free` and `prompted` (the adapted model), `zero_shot` and
+`zero_shot_box` (base SAM, point and box prompts); folders of other tools' predictions scored by
+`fewsam evaluate score` bring their own names.
 """
 
 from __future__ import annotations
@@ -31,19 +32,22 @@ from core.volume import from_zyx  # noqa: E402
 from evaluate.protocols import ClassScore, Summary  # noqa: E402
 
 ADAPTED = ("prompt_free", "prompted")
+ZERO_SHOT = ("zero_shot", "zero_shot_box")
 # The adapted mode behind the flat headline keys (`dsc`, `hd95`): prompted with the same one point
-# per present class as zero-shot SAM, so the two headline numbers compare like with like.
+# per present class as zero-shot SAM (point), so the two headline numbers compare like with like.
 HEADLINE = "prompted"
 # method -> its flat (Dice, HD95) keys in metrics.json.
 HEADLINE_KEYS = {
     HEADLINE: ("dsc", "hd95"),
     "prompt_free": ("dsc_prompt_free", "hd95_prompt_free"),
     "zero_shot": ("zero_shot_dsc", "zero_shot_hd95"),
+    "zero_shot_box": ("zero_shot_box_dsc", "zero_shot_box_hd95"),
 }
 METHOD_TITLES = {
     "prompt_free": "adapted, prompt-free",
     "prompted": "adapted, prompted",
-    "zero_shot": "zero-shot SAM",
+    "zero_shot": "zero-shot SAM (point)",
+    "zero_shot_box": "zero-shot SAM (box)",
 }
 
 
@@ -68,15 +72,17 @@ def summary_dict(summary: Summary, classes: Sequence[str]) -> dict[str, Any]:
 def metrics_dict(
     protocol: str, classes: Sequence[str], cases: int, summaries: Mapping[str, Summary]
 ) -> dict[str, Any]:
-    """metrics.json: the protocol, then `adapted.{prompt_free,prompted}` and `zero_shot` blocks,
-    and a `methods` block for any other method (predictions of another tool).
+    """metrics.json: the protocol, then `adapted.{prompt_free,prompted}`, `zero_shot` (point)
+    and `zero_shot_box` blocks, and a `methods` block for any other method (predictions of
+    another tool).
 
     `pairs` counts (case, class) pairs by outcome: `both` non-empty, `gt_only` (missed),
     `pred_only` (hallucinated), `both_empty` (excluded from the means under `strict`).
 
     Flat headline keys repeat the means as short columns for `dvc exp show` and `fewsam report`:
-    `dsc`, `hd95` (adapted, `HEADLINE` mode), `dsc_prompt_free`, `hd95_prompt_free`, and
-    `zero_shot_dsc`, `zero_shot_hd95`; each only when its method was scored.
+    `dsc`, `hd95` (adapted, `HEADLINE` mode), `dsc_prompt_free`, `hd95_prompt_free`,
+    `zero_shot_dsc`, `zero_shot_hd95` (point) and `zero_shot_box_dsc`, `zero_shot_box_hd95`;
+    each only when its method was scored.
     """
     out: dict[str, Any] = {
         "protocol": protocol,
@@ -85,8 +91,9 @@ def metrics_dict(
     }
     if any(m in summaries for m in ADAPTED):
         out["adapted"] = {m: summary_dict(summaries[m], classes) for m in ADAPTED if m in summaries}
-    if "zero_shot" in summaries:
-        out["zero_shot"] = summary_dict(summaries["zero_shot"], classes)
+    for method in ZERO_SHOT:
+        if method in summaries:
+            out[method] = summary_dict(summaries[method], classes)
     others = {m: summary_dict(s, classes) for m, s in summaries.items() if m not in HEADLINE_KEYS}
     if others:
         out["methods"] = others

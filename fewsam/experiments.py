@@ -2,7 +2,8 @@
 
 Each grid point is one `dvc exp run --queue -n NAME -S exemplars=N -S synth.enabled=BOOL`, on top
 of the workspace's params.yaml and any extra `-S` overrides (the same for every point). Every
-evaluation also scores zero-shot SAM (`evaluate.zero_shot`), so the baseline comes with the grid.
+evaluation also scores zero-shot SAM (`evaluate.zero_shot_prompts`: point and box prompts by
+default), so the baselines come with the grid.
 
 With `seeds` > 1 every point runs that many times, as replicates 0..seeds-1 (`-S replicate=r`,
 names ending in `-s<r>`): the same data, split and evaluation prompts, other draws of the method.

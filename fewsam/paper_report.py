@@ -1,16 +1,17 @@
 """The paper's table and plot from finished DVC experiments (`fewsam report`).
 
-Rows (`fewsam.report_rows`), per dataset: zero-shot SAM (scored in every evaluation; taken from
-the newest experiment), then for each exemplar count fewsam without and with synthesis, then the
-full set (`exemplars: all`), one row per grid point with its replicates pooled. DSC is the mean
-Dice in percent and HD95 the mean HD95 of the adapted model in its headline mode
-(`evaluate.reports.HEADLINE`, prompted like zero-shot SAM), each as mean ± sd over replicates
+Rows (`fewsam.report_rows`), per dataset: zero-shot SAM with point prompts and with box prompts
+(`evaluate.zero_shot_prompts`, scored in every evaluation by default; each taken from the newest
+experiment that scored it), then for each exemplar count fewsam without and with synthesis,
+then the full set (`exemplars: all`), one row per grid point with its replicates pooled. DSC is
+the mean Dice in percent and HD95 the mean HD95 of the adapted model in its headline mode
+(`evaluate.reports.HEADLINE`, prompted like point zero-shot SAM), each as mean ± sd over replicates
 with their number n; the prompt-free DSC is a column of its own. Rows with synthesis get the
 paired per-case difference to the same count without synthesis, with its bootstrap 95% interval.
 
 Writes `paper_table.md` (the table, then the component ablation's table when there are ablation
 experiments) and `dsc_vs_exemplars.png` (DSC against the number of exemplars, one line per grid
-prefix and method with ± sd bars, zero-shot SAM and the full set as horizontal lines), both
+prefix and method with ± sd bars, the zero-shot rows and the full set as horizontal lines), both
 atomically.
 """
 
@@ -34,6 +35,7 @@ from fewsam.report_rows import (  # noqa: E402
     FEWSAM,
     NO_SYNTH,
     ZERO_SHOT,
+    ZERO_SHOT_ROWS,
     CaseReader,
     Row,
     prefix_of,
@@ -72,7 +74,7 @@ def markdown(rows: Sequence[Row]) -> str:
     for r in rows:
         if r.ablation_only:
             continue
-        n = str(r.dsc.n) if r.method != ZERO_SHOT else "–"
+        n = str(r.dsc.n) if r.method not in ZERO_SHOT_ROWS else "–"
         lines.append(
             f"| {r.dataset} | {r.method} | {r.exemplars or '–'} | {_cell(r.dsc, 100)} | "
             f"{_cell(r.hd95)} | {_cell(r.dsc_prompt_free, 100)} | {n} | {_diff(r)} | {r.point} |"
@@ -86,7 +88,7 @@ def ablation_markdown(rows: Sequence[Row]) -> str:
     prefixes = sorted({prefix_of(r.point) for r in rows if r.ablation_only})
     out = []
     for prefix in prefixes:
-        mine = [r for r in rows if prefix_of(r.point) == prefix and r.method != ZERO_SHOT]
+        mine = [r for r in rows if prefix_of(r.point) == prefix and r.method not in ZERO_SHOT_ROWS]
         counts = sorted({r.exemplars for r in mine if r.ablation_only}, key=int)
         out += [
             f"Synthesis components ({prefix}): DSC (%), mean ± sd (n)",
@@ -124,8 +126,9 @@ def plot(rows: Sequence[Row], path: Path) -> None:
             style = "o-" if method == FEWSAM else "s--"
             ax.errorbar(xs, ys, yerr=sds, fmt=style, capsize=3, label=f"{method} ({prefix})")
         for r in mine:
-            if r.method == ZERO_SHOT:
-                ax.axhline(100 * r.dsc.mean, color="grey", ls=":", label=ZERO_SHOT)  # type: ignore[operator]
+            if r.method in ZERO_SHOT_ROWS:
+                ls = ":" if r.method == ZERO_SHOT else "--"
+                ax.axhline(100 * r.dsc.mean, color="grey", ls=ls, label=r.method)  # type: ignore[operator]
             elif r.exemplars == "all":
                 label = "full set" + (" (w/o synthesis)" if r.method == NO_SYNTH else "")
                 ax.axhline(100 * r.dsc.mean, color="black", ls="-.", label=label)  # type: ignore[operator]

@@ -25,6 +25,13 @@ from fewsam.exp_records import ExpRecord
 from fewsam.report_stats import Interval, Summary, bootstrap_mean_ci, paired_differences, summarize
 
 ZERO_SHOT, NO_SYNTH, FEWSAM = "zero-shot SAM", "fewsam w/o synthesis", "fewsam"
+ZERO_SHOT_BOX = "zero-shot SAM (box)"
+# Zero-shot row -> its flat (Dice, HD95) keys: point prompts (the row named plainly, as before box
+# prompts existed), then box prompts.
+ZERO_SHOT_ROWS = {
+    ZERO_SHOT: ("zero_shot_dsc", "zero_shot_hd95"),
+    ZERO_SHOT_BOX: ("zero_shot_box_dsc", "zero_shot_box_hd95"),
+}
 DATASET_NAMES = {"synapse": "Synapse", "synapse-npz": "Synapse", "brats": "BraTS 2018"}
 # Flat metrics.json key -> the nested key it repeats (for experiments run before the flat keys).
 FALLBACK = {
@@ -33,6 +40,8 @@ FALLBACK = {
     "dsc_prompt_free": ("adapted", "prompt_free", "dice"),
     "zero_shot_dsc": ("zero_shot", "dice"),
     "zero_shot_hd95": ("zero_shot", "hd95"),
+    "zero_shot_box_dsc": ("zero_shot_box", "dice"),
+    "zero_shot_box_hd95": ("zero_shot_box", "hd95"),
 }
 _REPLICATE = re.compile(r"^(?P<point>.+)-s(?P<r>\d+)$")
 _POINT = re.compile(
@@ -126,30 +135,34 @@ def _row(point: str, runs: list[ExpRecord]) -> Row:
 
 
 def _zero_shot(records: Sequence[ExpRecord]) -> list[Row]:
-    """Per dataset, zero-shot SAM from the newest experiment that scored it (it does not depend
-    on the replicate: same base model, same test cases, same prompts)."""
-    newest: dict[str, ExpRecord] = {}
-    for r in records:
-        if metric(r.metrics, "zero_shot_dsc") is None:
-            continue
-        dataset = dataset_name(r.params)
-        if dataset not in newest or r.timestamp >= newest[dataset].timestamp:
-            newest[dataset] = r
-    return [
-        Row(
-            dataset,
-            ZERO_SHOT,
-            "",
-            r.name,
-            "",
-            summarize([metric(r.metrics, "zero_shot_dsc")]),
-            summarize([metric(r.metrics, "zero_shot_hd95")]),
-            Summary(None, None, 0),
-            str(r.metrics.get("hd95_unit", "")),
-            (r.name,),
-        )
-        for dataset, r in newest.items()
-    ]
+    """Per dataset and prompt (point: ZERO_SHOT, box: ZERO_SHOT_BOX), zero-shot SAM from the
+    newest experiment that scored it (it does not depend on the replicate: same base model, same
+    test cases, same prompts)."""
+    rows = []
+    for method, (dsc_key, hd95_key) in ZERO_SHOT_ROWS.items():
+        newest: dict[str, ExpRecord] = {}
+        for r in records:
+            if metric(r.metrics, dsc_key) is None:
+                continue
+            dataset = dataset_name(r.params)
+            if dataset not in newest or r.timestamp >= newest[dataset].timestamp:
+                newest[dataset] = r
+        rows += [
+            Row(
+                dataset,
+                method,
+                "",
+                r.name,
+                "",
+                summarize([metric(r.metrics, dsc_key)]),
+                summarize([metric(r.metrics, hd95_key)]),
+                Summary(None, None, 0),
+                str(r.metrics.get("hd95_unit", "")),
+                (r.name,),
+            )
+            for dataset, r in newest.items()
+        ]
+    return rows
 
 
 def _twin(row: Row, rows: Sequence[Row]) -> Row | None:
@@ -176,16 +189,16 @@ def _with_diff(row: Row, twin: Row, by_name: dict[str, ExpRecord], read_cases: C
 
 
 def _sort_key(row: Row) -> tuple[str, int, float, int, str]:
-    if row.method == ZERO_SHOT:
-        return (row.dataset, 0, 0.0, 0, "")
+    if row.method in ZERO_SHOT_ROWS:  # point, then box
+        return (row.dataset, 0, 0.0, list(ZERO_SHOT_ROWS).index(row.method), "")
     count = float(row.exemplars) if row.exemplars.isdigit() else math.inf  # "all" last
     return (row.dataset, 1, count, 0 if row.method == NO_SYNTH else 1, row.point)
 
 
 def table_rows(records: Sequence[ExpRecord], read_cases: CaseReader | None = None) -> list[Row]:
-    """Every row (zero-shot first per dataset, then by count, without synthesis first);
-    unfinished or unscored experiments are skipped. With `read_cases`, rows with synthesis on
-    get their paired difference to their twin without synthesis."""
+    """Every row (zero-shot first per dataset, point then box, then by count, without synthesis
+    first); unfinished or unscored experiments are skipped. With `read_cases`, rows with
+    synthesis on get their paired difference to their twin without synthesis."""
     runs = _newest_per_name(records)
     by_point: dict[str, list[ExpRecord]] = defaultdict(list)
     for r in runs:

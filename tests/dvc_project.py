@@ -68,7 +68,7 @@ def micro_params(params: dict[str, Any], checkpoint: Path, dataset: Path) -> dic
     p["synth"].update(samples=8, workers=1)
     p["model"].update(arch="tiny", checkpoint=str(checkpoint), input_size=64)
     p["train"].update(max_steps=2, batch_size=2, warmup_steps=0, save_every=1, device="cpu")
-    p["evaluate"].update(max_cases=1, zero_shot=True, overlays_per_case=1)
+    p["evaluate"].update(max_cases=1, zero_shot_prompts=["point", "box"], overlays_per_case=1)
     return p
 
 

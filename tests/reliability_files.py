@@ -75,7 +75,7 @@ def cpu_params(params_dict: dict[str, Any], root: Path) -> dict[str, Any]:
         device="cpu", max_steps=2, batch_size=2, warmup_steps=0, save_every=1, num_workers=0
     )
     data["train"].update(resume="auto", compile=False)
-    data["evaluate"].update(batch_size=4, zero_shot=False, overlays_per_case=1, max_cases=0)
+    data["evaluate"].update(batch_size=4, zero_shot_prompts=[], overlays_per_case=1, max_cases=0)
     return data
 
 

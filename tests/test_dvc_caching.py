@@ -104,13 +104,15 @@ def test_exp_run_exemplars_reruns_extraction_onward_and_shows_columns(project: P
     # The headline metrics are the first metric columns, before the nested blocks.
     first = header.index("dsc")
     assert first < min(i for i, name in enumerate(header) if name.startswith("adapted."))
-    assert header[first : first + 6] == [
+    assert header[first : first + 8] == [
         "dsc",
         "hd95",
         "dsc_prompt_free",
         "hd95_prompt_free",
         "zero_shot_dsc",
         "zero_shot_hd95",
+        "zero_shot_box_dsc",
+        "zero_shot_box_hd95",
     ]
     rows = list(csv.DictReader(io.StringIO(table)))
     (ex3,) = [r for r in rows if r["Experiment"] == "ex3"]
@@ -134,4 +136,5 @@ def test_grid_queue_runs_with_outside_paths_and_report_collects_it(project: Path
     assert f"| Synapse | fewsam w/o synthesis | {n} | " in table and f"| g-{n}-nosynth |" in table
     assert "| Synapse | fewsam w/o synthesis | all | " in table and "| g-all |" in table
     assert "| Synapse | zero-shot SAM | – |" in table
+    assert "| Synapse | zero-shot SAM (box) | – |" in table
     assert (project / "paper" / "dsc_vs_exemplars.png").read_bytes()[:4] == b"\x89PNG"

@@ -189,7 +189,9 @@ def _evaluate_stages(tmp_path: Path, data: dict[str, Any], out: Path) -> str:
 
 def test_evaluate_stages_write_every_report(tmp_path: Path, params_dict: dict[str, Any]) -> None:
     write_dataset(tmp_path / "data")
-    data = stage_params(params_dict, tmp_path / "data", protocol="strict", zero_shot=True)
+    data = stage_params(
+        params_dict, tmp_path / "data", protocol="strict", zero_shot_prompts=["box", "point"]
+    )
     out = tmp_path / "reports"
     output = _evaluate_stages(tmp_path, data, out)
     assert "mean" in output  # the per-class table
@@ -197,19 +199,22 @@ def test_evaluate_stages_write_every_report(tmp_path: Path, params_dict: dict[st
     assert metrics["protocol"] == "strict" and metrics["cases"] == 2
     assert set(metrics["adapted"]) == {"prompt_free", "prompted"}
     assert set(metrics["zero_shot"]["per_class"]) == {"liver", "spleen"}
-    assert list(metrics)[:6] == [
-        "dsc", "hd95", "dsc_prompt_free", "hd95_prompt_free", "zero_shot_dsc", "zero_shot_hd95"
+    assert set(metrics["zero_shot_box"]["per_class"]) == {"liver", "spleen"}
+    assert list(metrics)[:8] == [
+        "dsc", "hd95", "dsc_prompt_free", "hd95_prompt_free", "zero_shot_dsc", "zero_shot_hd95",
+        "zero_shot_box_dsc", "zero_shot_box_hd95",
     ]  # fmt: skip
+    methods = ["prompt_free", "prompted", "zero_shot", "zero_shot_box"]  # point before box
     rows = list(csv.DictReader((out / "per_case.csv").open()))
-    assert len(rows) == 2 * 3 * 2  # cases x methods x classes
-    assert [r["method"] for r in rows[::4]] == ["prompt_free", "prompted", "zero_shot"]
+    assert len(rows) == 2 * 4 * 2  # cases x methods x classes
+    assert [r["method"] for r in rows[::4]] == methods
     per_class = list(csv.DictReader((out / "per_class.csv").open()))
     assert {(r["class"], r["method"]) for r in per_class} == {
-        (c, m) for c in ("liver", "spleen") for m in ("prompt_free", "prompted", "zero_shot")
+        (c, m) for c in ("liver", "spleen") for m in methods
     }
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["c_z002.png", "d_z002.png"]
     source = nib.load(tmp_path / "data" / "labelsTs" / "c.nii.gz")
-    for method in ("prompt_free", "prompted", "zero_shot"):
+    for method in methods:
         written = nib.load(out / "predictions" / method / "c.nii.gz")
         assert written.shape == source.shape
         assert np.allclose(written.affine, source.affine)
@@ -226,7 +231,7 @@ def test_infer_refuses_adapter_of_other_classes(
     tmp_path: Path, params_dict: dict[str, Any]
 ) -> None:
     write_dataset(tmp_path / "data")
-    data = stage_params(params_dict, tmp_path / "data", zero_shot=False)
+    data = stage_params(params_dict, tmp_path / "data", zero_shot_prompts=[])
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(data))
     write_adapter(tmp_path / "adapter", parse_params(data), ["liver", "kidney"], ["CT"])
@@ -243,7 +248,7 @@ def test_infer_refuses_adapter_of_another_slice_size(
     tmp_path: Path, params_dict: dict[str, Any]
 ) -> None:
     write_dataset(tmp_path / "data")
-    data = stage_params(params_dict, tmp_path / "data", zero_shot=False)
+    data = stage_params(params_dict, tmp_path / "data", zero_shot_prompts=[])
     write_adapter(tmp_path / "adapter", parse_params(data), ["liver", "spleen"], ["CT"])
     data["dataset"]["slice_size"] = 32
     params_file = tmp_path / "params.yaml"
@@ -262,7 +267,7 @@ def test_infer_and_predict_write_the_same_maps_on_the_source_grid(
     """Slices resized on reading (40 x 36 source, 32 px slices): `evaluate infer` and `fewsam
     predict` bring the logits back to the source grid the same way, voxel for voxel."""
     write_dataset(tmp_path / "data")
-    data = stage_params(params_dict, tmp_path / "data", zero_shot=True)
+    data = stage_params(params_dict, tmp_path / "data", zero_shot_prompts=["point", "box"])
     checkpoint = write_checkpoint(tmp_path / "tiny.safetensors", input_size=64)
     data["model"]["checkpoint"] = str(checkpoint)
     data["dataset"]["slice_size"] = 32
@@ -284,7 +289,7 @@ def test_infer_and_predict_write_the_same_maps_on_the_source_grid(
     labels = np.asarray(inferred.dataobj)
     assert len(np.unique(labels)) > 1  # a real segmentation, not a constant map
     assert np.array_equal(labels, np.asarray(alone.dataobj))
-    for method in ("prompted", "zero_shot"):
+    for method in ("prompted", "zero_shot", "zero_shot_box"):
         assert nib.load(out / "predictions" / method / "c.nii.gz").shape == source.shape
 
 
@@ -293,7 +298,7 @@ def test_infer_without_overlays_still_creates_every_output(
 ) -> None:
     """DVC lists reports/overlays as an output: it must exist even when no overlay is asked for."""
     write_dataset(tmp_path / "data")
-    data = stage_params(params_dict, tmp_path / "data", zero_shot=False)
+    data = stage_params(params_dict, tmp_path / "data", zero_shot_prompts=[])
     data["evaluate"]["overlays_per_case"] = 0
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(data))
@@ -302,6 +307,7 @@ def test_infer_without_overlays_still_creates_every_output(
     (out / "overlays").mkdir(parents=True)
     (out / "overlays" / "old_z001.png").write_bytes(b"stale")  # from an earlier run
     (out / "predictions" / "zero_shot").mkdir(parents=True)  # zero-shot of an earlier run
+    (out / "predictions" / "zero_shot_box").mkdir()
     _run("evaluate", "infer", "-p", params_file, "--adapter", tmp_path / "adapter", "--out", out)
     assert (out / "overlays").is_dir() and not any((out / "overlays").iterdir())
     assert sorted(p.name for p in (out / "predictions").iterdir()) == ["prompt_free", "prompted"]

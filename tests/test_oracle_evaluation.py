@@ -244,7 +244,7 @@ def write_project(
     data["model"].update(arch="tiny", checkpoint=None, input_size=INPUT_SIZE)
     data["train"].update(device="cpu", points_per_class=2)
     data["evaluate"].update(
-        batch_size=4, overlays_per_case=0, max_cases=0, zero_shot=False, protocol="transunet"
+        batch_size=4, overlays_per_case=0, max_cases=0, zero_shot_prompts=[], protocol="transunet"
     )
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(data))

@@ -75,7 +75,7 @@ def test_same_params_give_identical_artifacts(tmp_path: Path, params_dict: dict[
     data["exemplars"] = 4
     data["synth"].update(samples=24, exemplar_strategy="random")
     data["train"].update(max_steps=4, warmup_steps=1, save_every=2)
-    data["evaluate"].update(zero_shot=True)
+    data["evaluate"].update(zero_shot_prompts=["point", "box"])
     params = write_params(base / "paramètres.yaml", data)
 
     runs = [base / "run one", base / "run two"]
