@@ -144,16 +144,22 @@ def run(params: Params, adapter: Path, out: Path) -> list[str]:
     cases = evaluation_cases(reader, params.evaluate.max_cases)
     models = load_models(params, adapter, reader)
     fresh_folders(out, models.methods)
-    for case in track(cases, "infer"):
-        source = reader.load(case, resize=False)
-        preds = predict_case(models, source, params)
-        for method, pred in preds.items():
-            path = prediction_path(out / PREDICTIONS, method, case)
-            reports.write_nifti(path, pred, source.affine, source.header)
-        write_overlays(
-            out / OVERLAYS, source, preds, reader.classes, params.evaluate.overlays_per_case
-        )
-        del source, preds
-        if next(models.adapted.parameters()).device.type == "cuda":
-            torch.cuda.empty_cache()
+    try:
+        for case in track(cases, "infer"):
+            source = reader.load(case, resize=False)
+            preds = predict_case(models, source, params)
+            for method, pred in preds.items():
+                path = prediction_path(out / PREDICTIONS, method, case)
+                reports.write_nifti(path, pred, source.affine, source.header)
+            write_overlays(
+                out / OVERLAYS, source, preds, reader.classes, params.evaluate.overlays_per_case
+            )
+            del source, preds
+            if next(models.adapted.parameters()).device.type == "cuda":
+                torch.cuda.empty_cache()
+    except BaseException:
+        # A bad later case (or an interrupt) must not leave the earlier cases' label maps
+        # looking like a finished run that `score` would take for the whole test set.
+        fresh_folders(out, models.methods)
+        raise
     return cases

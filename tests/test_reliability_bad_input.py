@@ -119,13 +119,18 @@ def test_truncated_file_through_the_installed_command(tmp_path: Path, world: Wor
 # ---- an empty label in the test split ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("stage", ["data check", "evaluate infer", "evaluate score"])
+@pytest.mark.parametrize(
+    "stage", ["data check", "evaluate infer", "evaluate infer, last case", "evaluate score"]
+)
 def test_empty_label_in_the_test_split_is_refused(tmp_path: Path, world: World, stage: str) -> None:
     """RELIABILITY.md: a case with no labeled voxel is refused in the test split as in the
-    training split, by every command that reads the test cases, naming the label file."""
+    training split, by every command that reads the test cases, naming the label file. When the
+    bad case comes last, the label maps infer already wrote for the others are removed too."""
     root = make_synapse(tmp_path / "ds")
-    first_test = min(n for n in TEST_IDS if (root / "label" / f"label{n:04d}.nii.gz").is_file())
-    label = write_nifti(root / "label" / f"label{first_test:04d}.nii.gz", np.zeros(SHAPE, np.uint8))
+    tests = [n for n in TEST_IDS if (root / "label" / f"label{n:04d}.nii.gz").is_file()]
+    assert len(tests) > 1  # so that "last case" has earlier cases to leave behind
+    bad = max(tests) if stage.endswith("last case") else min(tests)
+    label = write_nifti(root / "label" / f"label{bad:04d}.nii.gz", np.zeros(SHAPE, np.uint8))
     data = copy.deepcopy(world.data)
     data["dataset"]["root"] = str(root)
     params = write_params(tmp_path / "params.yaml", data)
@@ -137,7 +142,7 @@ def test_empty_label_in_the_test_split_is_refused(tmp_path: Path, world: World, 
         assert [line for line in result.stdout.splitlines() if str(root) + "/" in line] == [problem]
         assert result.stderr.splitlines() == [f"error: {root}: 1 problem(s) found (listed above)"]
         return
-    if stage == "evaluate infer":
+    if stage.startswith("evaluate infer"):
         result = invoke("evaluate", "infer", "-p", params, "--adapter", world.adapter, "--out", out)
     else:  # label maps of every test case, so only the ground truth can be refused
         pred = tmp_path / "pred" / "prompt_free"
