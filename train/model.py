@@ -10,6 +10,10 @@ inputs. A point prompt carries a class id: its embedding is SAM's positive-point
 a learned per-class vector that starts at zero, so before training a prompt acts exactly like a
 positive point to SAM. Without prompts (`points=None`) the decoder sees no sparse tokens and the
 no-mask dense embedding, as in SAMed.
+
+The image embedding is E x g x g: g = S/16 for SAM's ViT, 64 for LiteMedSAM's TinyViT at 256 px.
+The base stays frozen in training mode too: batch-norm layers (TinyViT has them) keep the
+checkpoint's running statistics, which the adapter does not store.
 """
 
 from __future__ import annotations
@@ -95,8 +99,20 @@ class FewSam(nn.Module):
             if "lora_" in name:
                 p.requires_grad_(True)
 
+    def train(self, mode: bool = True) -> FewSam:
+        """Training mode for the trained parts; the frozen base's batch norms stay in eval mode."""
+        super().train(mode)
+        for module in self.sam.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
+
     def embed(self, images: Tensor) -> Tensor:
-        """B x 3 x S x S float images in [0, 1] -> B x E x S/16 x S/16 image embeddings."""
+        """B x 3 x S x S float images in [0, 1] -> B x E x g x g image embeddings.
+
+        The arch's normalization (Sam.pixel_mean/std on the 0-255 scale: ImageNet statistics for
+        SAM, identity for LiteMedSAM) is applied here, the one place the model sees pixels.
+        """
         size = self.input_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
             raise ValueError(f"images must be B x 3 x {size} x {size}, got {tuple(images.shape)}")
@@ -166,7 +182,7 @@ class FewSam(nn.Module):
     def decode(
         self, embeddings: Tensor, points: Tensor | None = None, point_labels: Tensor | None = None
     ) -> Tensor:
-        """Class logits B x (K+1) x S x S from embeddings B x E x S/16 x S/16.
+        """Class logits B x (K+1) x S x S from embeddings B x E x g x g (see `embed`).
 
         points: B x P x 2 (x, y) in input pixels, pixel centres at +0.5; point_labels: B x P
         int64 class ids 1..K, or -1 for padding (ignored). None = prompt-free.
