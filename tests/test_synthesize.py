@@ -68,8 +68,15 @@ def test_paste_background_choices(params):
 @pytest.mark.parametrize("unit", ["component", "class"])
 def test_pasted_samples_hold_no_structure_more_often_than_their_exemplar(params, background, unit):
     ex = exemplar_set()
+    # A shift window of 0.15 of the side gives every piece room on these slices, also on a pool
+    # body that lies elsewhere than the exemplar's (with less, a piece can be left out).
     p = replace_section(
-        params, "synth", paste_prob=1.0, paste_background=background, paste_unit=unit
+        params,
+        "synth",
+        paste_prob=1.0,
+        paste_background=background,
+        paste_unit=unit,
+        paste_shift=0.15,
     ).synth
     weights = exemplar_weights(ex.label)
     for index in range(50):
