@@ -77,6 +77,10 @@ def evil_params(path: Path, marker: Path) -> Path:
     return path
 
 
+# The only unsafe loads of the project, on purpose and on files this module writes: they prove
+# each payload fixture really runs when loaded without the guards (`weights_only=False`,
+# `allow_pickle=True`, `yaml.unsafe_load`), so the tests that it never runs through fewsam's
+# loaders can fail.
 UNSAFE_LOADS: dict[str, Callable[[Path, Path], object]] = {
     "pickle of the payload object": lambda tmp, marker: pickle.loads(
         pickle.dumps(_CreatesFile(marker))
