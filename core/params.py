@@ -240,6 +240,40 @@ class LossParams:
 
 
 @dataclass(frozen=True)
+class BaselineParams:
+    """The supervised baseline (`baseline` package): MONAI's BasicUNet, trained from scratch."""
+
+    enabled: bool
+    features: tuple[int, ...]
+    max_steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    poly_power: float
+    grad_clip: float
+
+    def __post_init__(self) -> None:
+        s = "baseline"
+        _check(
+            len(self.features) == 6 and all(f >= 1 for f in self.features),
+            f"{s}.features",
+            f"must be 6 channel counts >= 1 (BasicUNet's), got {list(self.features)}",
+        )
+        _check(self.max_steps >= 1, f"{s}.max_steps", "must be >= 1")
+        _check(self.batch_size >= 1, f"{s}.batch_size", "must be >= 1")
+        _check(self.lr > 0, f"{s}.lr", "must be > 0")
+        _check(self.weight_decay >= 0, f"{s}.weight_decay", "must be >= 0")
+        _check(
+            0 <= self.warmup_steps < self.max_steps,
+            f"{s}.warmup_steps",
+            "must be in [0, max_steps)",
+        )
+        _check(self.poly_power > 0, f"{s}.poly_power", "must be > 0")
+        _check(self.grad_clip >= 0, f"{s}.grad_clip", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     protocol: Literal["transunet", "strict"]
     batch_size: int
@@ -324,6 +358,7 @@ class Params:
     lora: LoraParams
     train: TrainParams
     loss: LossParams
+    baseline: BaselineParams
     evaluate: EvaluateParams
     pretrain: PretrainParams
 

@@ -14,6 +14,7 @@ EXEMPLARS = 1  # synth.exemplars: the `random` exemplar choice
 POOL = 2  # synth.exemplars: background-pool slices per volume
 TRAIN = 3  # train: shuffling, prompts and prompt dropout (sub-keys in train.data), torch seeds
 EVALUATE = 4  # evaluate: ground-truth prompts per (case, slice)
+BASELINE = 5  # baseline: the U-Net's initialization (its batches follow TRAIN's order)
 PHANTOM = 11  # phantom: the phantom cases
 SYNTH = 21  # synth.synthesize: everything random about synthetic sample i
 PREVIEW = 22  # fewsam.preview: which samples a seeded preview shows

@@ -1,7 +1,8 @@
 """Stage `infer`: the label maps of every method on the test cases, and overlays of a few slices.
 
 For each test case (at most `evaluate.max_cases`): the adapted model prompt-free and prompted
-(ground-truth points as in training, `train.points_per_class` per present class and slice), and
+(ground-truth points as in training, `train.points_per_class` per present class and slice), the
+U-Net baseline when one was trained (`unet`, prompt-free, package `baseline`), and
 base SAM per entry of `evaluate.zero_shot_prompts`: `zero_shot`, one interior point per present
 class, and `zero_shot_box`, the tight box of each present class (module `evaluate.zero_shot`). The
 models see the slices at `dataset.slice_size`, as in training; their logits are upsampled to the
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
+from baseline.io import load_unet
+from baseline.network import predict_unet
 from core.atomic import ensure_parent
 from core.device import pick_device
 from core.params import Params, ZeroShotPrompt
@@ -36,7 +39,7 @@ from evaluate.layout import (
     evaluation_cases,
     prediction_path,
 )
-from evaluate.reports import ADAPTED
+from evaluate.reports import ADAPTED, UNET
 from evaluate.zero_shot import zero_shot_volumes
 from synth.datasets import BaseReader, open_dataset
 from synth.datasets.base import resize_volume
@@ -47,12 +50,14 @@ from train.model import FewSam
 
 @dataclass(frozen=True)
 class Models:
-    """The adapted model and, when zero-shot SAM is evaluated, its base, on one device, with
-    the prompt kinds of the zero-shot baselines (none without `sam`)."""
+    """The adapted model, the U-Net baseline (when trained) and, when zero-shot SAM is
+    evaluated, its base, on one device, with the prompt kinds of the zero-shot baselines (none
+    without `sam`)."""
 
     adapted: FewSam
     sam: Sam | None
     prompts: tuple[ZeroShotPrompt, ...] = ("point", "box")
+    unet: torch.nn.Module | None = None
 
     @property
     def zero_shot_prompts(self) -> tuple[ZeroShotPrompt, ...]:
@@ -64,11 +69,15 @@ class Models:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return ADAPTED + tuple(ZERO_SHOT_METHODS[p] for p in self.zero_shot_prompts)
+        unet = (UNET,) if self.unet is not None else ()
+        return ADAPTED + unet + tuple(ZERO_SHOT_METHODS[p] for p in self.zero_shot_prompts)
 
 
-def load_models(params: Params, adapter: Path, reader: BaseReader) -> Models:
-    """The adapter (checked against the dataset and params first) and zero-shot SAM."""
+def load_models(
+    params: Params, adapter: Path, reader: BaseReader, unet: Path | None = None
+) -> Models:
+    """The adapter (checked against the dataset and params first), the U-Net of the folder
+    `unet` (None, or a folder of a disabled baseline: none) and zero-shot SAM."""
     check_adapter(
         read_adapter_config(adapter),
         Path(adapter) / CONFIG_FILE,
@@ -84,7 +93,8 @@ def load_models(params: Params, adapter: Path, reader: BaseReader) -> Models:
     if prompts:
         sam = load_sam(params.model.arch, params.model.checkpoint, params.model.input_size)
         sam = sam.to(device)
-    return Models(model.to(device), sam, prompts)
+    net = None if unet is None else load_unet(unet, reader.classes, reader.channels)
+    return Models(model.to(device), sam, prompts, None if net is None else net.to(device))
 
 
 def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np.ndarray]:
@@ -97,6 +107,8 @@ def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np
     out_hw = (int(source.image.shape[2]), int(source.image.shape[3]))
     k, batch = models.adapted.num_classes, params.evaluate.batch_size
     preds = {"prompt_free": predict_volume(models.adapted, view.image, batch, out_hw=out_hw)}
+    if models.unet is not None:
+        preds[UNET] = predict_unet(models.unet, view.image, batch, out_hw=out_hw)
     if view.label is None:
         return preds
     prompts = gt_prompts(view.label, k, params.train.points_per_class, params.seed, source.case)
@@ -137,12 +149,13 @@ def fresh_folders(out: Path, methods: tuple[str, ...]) -> None:
         (out / PREDICTIONS / method).mkdir()
 
 
-def run(params: Params, adapter: Path, out: Path) -> list[str]:
-    """Write the label maps and overlays of the test cases under `out`; returns the cases."""
+def run(params: Params, adapter: Path, out: Path, unet: Path | None = None) -> list[str]:
+    """Write the label maps and overlays of the test cases under `out`; returns the cases.
+    `unet`: the folder of the U-Net baseline (`fewsam train baseline`), None for none."""
     ensure_parent(out / PREDICTIONS)  # an unwritable `out` fails before any model is loaded
     reader = open_dataset(params.dataset, params.seed)
     cases = evaluation_cases(reader, params.evaluate.max_cases)
-    models = load_models(params, adapter, reader)
+    models = load_models(params, adapter, reader, unet)
     fresh_folders(out, models.methods)
     try:
         for case in track(cases, "infer"):

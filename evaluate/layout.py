@@ -4,7 +4,8 @@
                                                the case's source grid, affine and header)
     <out>/overlays/<case>_z<k>.png             a few slices per case, every method side by side
 
-Methods are named `prompt_free` and `prompted` (the adapted model), `zero_shot` and
+Methods are named `prompt_free` and `prompted` (the adapted model), `unet` (the supervised
+baseline trained on the same synthetic set, prompt-free), `zero_shot` and
 `zero_shot_box` (base SAM with point and box prompts); a folder of predictions scored on its own
 may hold any other method names too.
 """
@@ -20,7 +21,7 @@ from synth.datasets import BaseReader
 PREDICTIONS = "predictions"
 OVERLAYS = "overlays"
 # The methods of the pipeline, in the order of every report.
-METHODS = ("prompt_free", "prompted", "zero_shot", "zero_shot_box")
+METHODS = ("prompt_free", "prompted", "unet", "zero_shot", "zero_shot_box")
 # `evaluate.zero_shot_prompts` entry -> the method of that zero-shot SAM baseline.
 ZERO_SHOT_METHODS = {"point": "zero_shot", "box": "zero_shot_box"}
 

@@ -33,6 +33,8 @@ from evaluate.protocols import ClassScore, Summary  # noqa: E402
 
 ADAPTED = ("prompt_free", "prompted")
 ZERO_SHOT = ("zero_shot", "zero_shot_box")
+# The supervised baseline (package `baseline`): a U-Net trained on the same synthetic set.
+UNET = "unet"
 # The adapted mode behind the flat headline keys (`dsc`, `hd95`): prompted with the same one point
 # per present class as zero-shot SAM (point), so the two headline numbers compare like with like.
 HEADLINE = "prompted"
@@ -40,12 +42,14 @@ HEADLINE = "prompted"
 HEADLINE_KEYS = {
     HEADLINE: ("dsc", "hd95"),
     "prompt_free": ("dsc_prompt_free", "hd95_prompt_free"),
+    UNET: ("unet_dsc", "unet_hd95"),
     "zero_shot": ("zero_shot_dsc", "zero_shot_hd95"),
     "zero_shot_box": ("zero_shot_box_dsc", "zero_shot_box_hd95"),
 }
 METHOD_TITLES = {
     "prompt_free": "adapted, prompt-free",
     "prompted": "adapted, prompted",
+    UNET: "U-Net (same data)",
     "zero_shot": "zero-shot SAM (point)",
     "zero_shot_box": "zero-shot SAM (box)",
 }
@@ -73,15 +77,15 @@ def metrics_dict(
     protocol: str, classes: Sequence[str], cases: int, summaries: Mapping[str, Summary]
 ) -> dict[str, Any]:
     """metrics.json: the protocol, then `adapted.{prompt_free,prompted}`, `zero_shot` (point)
-    and `zero_shot_box` blocks, and a `methods` block for any other method (predictions of
-    another tool).
+    and `zero_shot_box` blocks, and a `methods` block for any other method: the U-Net baseline
+    (`unet`) and predictions of other tools.
 
     `pairs` counts (case, class) pairs by outcome: `both` non-empty, `gt_only` (missed),
     `pred_only` (hallucinated), `both_empty` (excluded from the means under `strict`).
 
     Flat headline keys repeat the means as short columns for `dvc exp show` and `fewsam report`:
     `dsc`, `hd95` (adapted, `HEADLINE` mode), `dsc_prompt_free`, `hd95_prompt_free`,
-    `zero_shot_dsc`, `zero_shot_hd95` (point) and `zero_shot_box_dsc`, `zero_shot_box_hd95`;
+    `unet_dsc`, `unet_hd95` (the U-Net baseline), `zero_shot_dsc`, `zero_shot_hd95` (point) and `zero_shot_box_dsc`, `zero_shot_box_hd95`;
     each only when its method was scored.
     """
     out: dict[str, Any] = {
@@ -94,7 +98,9 @@ def metrics_dict(
     for method in ZERO_SHOT:
         if method in summaries:
             out[method] = summary_dict(summaries[method], classes)
-    others = {m: summary_dict(s, classes) for m, s in summaries.items() if m not in HEADLINE_KEYS}
+    # The U-Net's block sits with other tools' methods; its flat keys are headline keys.
+    blocks = {m for m in HEADLINE_KEYS if m != UNET}
+    others = {m: summary_dict(s, classes) for m, s in summaries.items() if m not in blocks}
     if others:
         out["methods"] = others
     for method, (dsc_key, hd95_key) in HEADLINE_KEYS.items():

@@ -23,12 +23,17 @@ PROTOCOL_OPTION = typer.Option(
 def evaluate_infer(
     params: Path = PARAMS_OPTION,
     adapter: Path = ADAPTER_OPTION,
+    unet: Path | None = typer.Option(
+        None,
+        help="U-Net baseline folder (from `train baseline`) to score beside the adapter.",
+        show_default=False,
+    ),
     out: Path = typer.Option(Path("reports"), help="Folder for predictions/ and overlays/."),
 ) -> None:
-    """Stage infer: label maps of the test volumes (adapted, zero-shot) on their source grid."""
+    """Stage infer: label maps of the test volumes (adapted, U-Net, zero-shot) on their source grid."""
     from evaluate import infer
 
-    infer.run(read_params(params), adapter, out)
+    infer.run(read_params(params), adapter, out, unet)
 
 
 @app.command("score")

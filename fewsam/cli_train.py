@@ -25,6 +25,22 @@ def train_run(
     run.run(read_params(params), data, out, log)
 
 
+@app.command("baseline")
+@expected_errors
+def train_baseline(
+    params: Path = PARAMS_OPTION,
+    data: Path = typer.Option(Path("data/synthetic.h5"), help="Synthetic training set."),
+    out: Path = typer.Option(Path("models/unet"), help="Baseline folder to write."),
+    log: Path = typer.Option(Path("reports/baseline_log.csv"), help="Per-step training log."),
+) -> None:
+    """Train the supervised baseline (MONAI 2D U-Net) on the same synthetic set."""
+    from baseline import loop
+
+    net = loop.run(read_params(params), data, out, log)
+    if net is None:
+        typer.echo(f"{out}: baseline.enabled is false, nothing trained")
+
+
 @app.command("summary")
 @expected_errors
 def train_summary(

@@ -3,8 +3,9 @@
 DVC keeps experiments as git refs of the repository they ran in; a fresh clone has none of them,
 and a queue ended with its session leaves the rest undone. `fewsam report --archive FILE` merges
 the finished experiments it sees into FILE (JSON, one record per experiment name, the newest
-kept, with each record's per-case Dice so that paired differences need no commit), and reports
-from the union; `fewsam grid --missing --archive FILE` counts archived names as finished. Commit
+kept, with each record's per-case Dice so that paired differences need no commit, and its
+training budget), and reports from the union; archives written before budgets were kept load
+with none; `fewsam grid --missing --archive FILE` counts archived names as finished. Commit
 the file, and a later session queues only what is missing.
 """
 
@@ -39,8 +40,10 @@ def merge(
     archived: Sequence[ExpRecord],
     live: Sequence[ExpRecord],
     read_cases: Callable[[ExpRecord], dict[str, float] | None],
+    read_budget: Callable[[ExpRecord], dict[str, list[float]] | None] | None = None,
 ) -> list[ExpRecord]:
-    """Finished records of both, one per name (the newest), live ones given their per-case Dice.
+    """Finished records of both, one per name (the newest), live ones given their per-case Dice
+    and, with `read_budget`, their training budget, where they have none yet.
 
     Sorted by name, so that the archive file changes only where an experiment does.
     """
@@ -52,7 +55,8 @@ def merge(
             continue
         if r.name in newest and newest[r.name].timestamp > r.timestamp:
             continue
-        newest[r.name] = dataclasses.replace(r, cases=r.cases or read_cases(r))
+        budget = r.budget or (read_budget(r) if read_budget is not None else None)
+        newest[r.name] = dataclasses.replace(r, cases=r.cases or read_cases(r), budget=budget)
     return [newest[name] for name in sorted(newest)]
 
 

@@ -50,6 +50,10 @@ class ExpRecord:
     # Per test case, the headline Dice (mean over classes), kept with archived records
     # (`fewsam.exp_archive`) whose commits may be gone; None: read it from the commit.
     cases: dict[str, float] | None = None
+    # Training budget per model, [steps, seconds] ("adapter": fewsam's, from
+    # reports/train_log.csv; "unet": the baseline's, from reports/baseline_log.csv), kept with
+    # archived records like `cases`; None: read it from the commit.
+    budget: dict[str, list[float]] | None = None
 
 
 def dvc_env() -> dict[str, str]:
@@ -143,8 +147,8 @@ def read_experiments(cwd: Path, all_commits: bool = False) -> list[ExpRecord]:
 def file_at(root: Path, rev: str, path: str) -> str | None:
     """The text of `path` at git revision `rev` (an experiment's commit), None when it has none.
 
-    Files a stage writes with `cache: false` (reports/per_case.csv) are committed with the
-    experiment, so they can be read back after its workspace copy is gone.
+    Files a stage writes with `cache: false` (reports/per_case.csv, the training logs) are
+    committed with the experiment, so they can be read back after its workspace copy is gone.
     """
     done = subprocess.run(
         ["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True, check=False

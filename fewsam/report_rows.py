@@ -6,12 +6,25 @@ over the replicates of DSC, HD95 and the prompt-free DSC. A row with synthesis o
 difference to its twin without synthesis (`<prefix>-<n>-nosynth`, else any row without synthesis
 at the same dataset and count) with a bootstrap interval (`fewsam.report_stats`).
 
+The supervised baseline (a U-Net trained on the same training set, flat keys `unet_dsc` and
+`unet_hd95`) gets a row of its own at each grid point where any replicate scored it: UNET for
+points with synthesis, UNET_NO_SYNTH for points without; replicates from before the baseline
+existed are left out of its n. It needs no prompt, so its DSC fills the prompt-free column too,
+and it has no paired difference (its per-case Dice is not kept). Within an exemplar count the
+order is METHOD_ORDER: fewsam w/o synthesis, U-Net w/o synthesis, fewsam, U-Net, each by point.
+
+With a budget reader, each trained row gets its training budget: mean steps and mean seconds
+over the replicates whose log was read, of the adapter for fewsam rows and of the U-Net for
+U-Net rows.
+
 Rows of the component ablation (`fewsam.ablation`: names ending in -exonly, -geo, -geo-int) are
-kept apart for their own table; `-synth` rows are the full method and appear in both.
+kept apart for their own table and get no U-Net row; `-synth` rows are the full method and
+appear in both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import defaultdict
@@ -26,6 +39,9 @@ from fewsam.report_stats import Interval, Summary, bootstrap_mean_ci, paired_dif
 
 ZERO_SHOT, NO_SYNTH, FEWSAM = "zero-shot SAM", "fewsam w/o synthesis", "fewsam"
 ZERO_SHOT_BOX = "zero-shot SAM (box)"
+UNET, UNET_NO_SYNTH = "U-Net on the same data", "U-Net w/o synthesis"
+# The order of the trained rows within one dataset and exemplar count.
+METHOD_ORDER = (NO_SYNTH, UNET_NO_SYNTH, FEWSAM, UNET)
 # Zero-shot row -> its flat (Dice, HD95) keys: point prompts (the row named plainly, as before box
 # prompts existed), then box prompts.
 ZERO_SHOT_ROWS = {
@@ -42,6 +58,8 @@ FALLBACK = {
     "zero_shot_hd95": ("zero_shot", "hd95"),
     "zero_shot_box_dsc": ("zero_shot_box", "dice"),
     "zero_shot_box_hd95": ("zero_shot_box", "hd95"),
+    "unet_dsc": ("methods", "unet", "dice"),
+    "unet_hd95": ("methods", "unet", "hd95"),
 }
 _REPLICATE = re.compile(r"^(?P<point>.+)-s(?P<r>\d+)$")
 _POINT = re.compile(
@@ -50,6 +68,9 @@ _POINT = re.compile(
 _PARTIAL = tuple(f"-{slug}" for _, slug, on in VARIANTS[:-1])
 # Per-case Dice of one experiment, read from its commit: (experiment) -> {case: dice} or None.
 CaseReader = Callable[[ExpRecord], dict[str, float] | None]
+# Training budget of one experiment: (experiment) -> {model: [steps, seconds]} or None; models
+# "adapter" (fewsam) and "unet" (the baseline), as `ExpRecord.budget`.
+BudgetReader = Callable[[ExpRecord], dict[str, list[float]] | None]
 
 
 def metric(metrics: dict[str, Any], key: str) -> float | None:
@@ -86,7 +107,8 @@ def point_of(name: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class Row:
-    """One table row. exemplars: "" (zero-shot), "9", "all". Dice as fractions."""
+    """One table row. exemplars: "" (zero-shot), "9", "all". Dice as fractions. budget: (mean
+    steps, mean seconds) of training the row's model, None when unknown or not trained."""
 
     dataset: str
     method: str
@@ -99,6 +121,12 @@ class Row:
     hd95_unit: str
     experiments: tuple[str, ...]
     diff: Interval | None = None
+    budget: tuple[float, float] | None = None
+
+    @property
+    def model(self) -> str:
+        """The key of the row's model in a budget: "unet" for U-Net rows, else "adapter"."""
+        return "unet" if self.method in (UNET, UNET_NO_SYNTH) else "adapter"
 
     @property
     def ablation_only(self) -> bool:
@@ -116,10 +144,14 @@ def _newest_per_name(records: Sequence[ExpRecord]) -> list[ExpRecord]:
     return list(newest.values())
 
 
+def _synthesis_on(params: dict[str, Any]) -> bool:
+    return bool((params.get("synth") or {}).get("enabled", True))
+
+
 def _row(point: str, runs: list[ExpRecord]) -> Row:
     first = runs[0]
     synth = first.params.get("synth") or {}
-    enabled = bool(synth.get("enabled", True))
+    enabled = _synthesis_on(first.params)
     return Row(
         dataset=dataset_name(first.params),
         method=FEWSAM if enabled else NO_SYNTH,
@@ -131,6 +163,27 @@ def _row(point: str, runs: list[ExpRecord]) -> Row:
         dsc_prompt_free=summarize([metric(r.metrics, "dsc_prompt_free") for r in runs]),
         hd95_unit=str(first.metrics.get("hd95_unit", "")),
         experiments=tuple(sorted(r.name for r in runs)),
+    )
+
+
+def _unet_row(point: str, runs: list[ExpRecord]) -> Row | None:
+    """The U-Net row of a grid point, None when no replicate scored the U-Net."""
+    scored = [r for r in runs if metric(r.metrics, "unet_dsc") is not None]
+    if not scored or point.endswith(_PARTIAL):
+        return None
+    first = scored[0]
+    dsc = summarize([metric(r.metrics, "unet_dsc") for r in scored])
+    return Row(
+        dataset=dataset_name(first.params),
+        method=UNET if _synthesis_on(first.params) else UNET_NO_SYNTH,
+        exemplars=str(first.params.get("exemplars", "?")),
+        point=point,
+        variant="",
+        dsc=dsc,
+        hd95=summarize([metric(r.metrics, "unet_hd95") for r in scored]),
+        dsc_prompt_free=dsc,  # the U-Net takes no prompt
+        hd95_unit=str(first.metrics.get("hd95_unit", "")),
+        experiments=tuple(sorted(r.name for r in scored)),
     )
 
 
@@ -185,25 +238,40 @@ def _with_diff(row: Row, twin: Row, by_name: dict[str, ExpRecord], read_cases: C
     diffs = paired_differences(cases(row), cases(twin))
     if not diffs:
         return row
-    return Row(**{**row.__dict__, "diff": bootstrap_mean_ci(diffs)})
+    return dataclasses.replace(row, diff=bootstrap_mean_ci(diffs))
+
+
+def _with_budget(row: Row, budgets: dict[str, dict[str, list[float]] | None]) -> Row:
+    """`row` with the mean budget of its model over the replicates that logged one."""
+    logs = [b[row.model] for name in row.experiments if (b := budgets[name]) and row.model in b]
+    if not logs:
+        return row
+    steps, seconds = (sum(values) / len(logs) for values in zip(*logs, strict=True))
+    return dataclasses.replace(row, budget=(steps, seconds))
 
 
 def _sort_key(row: Row) -> tuple[str, int, float, int, str]:
     if row.method in ZERO_SHOT_ROWS:  # point, then box
         return (row.dataset, 0, 0.0, list(ZERO_SHOT_ROWS).index(row.method), "")
     count = float(row.exemplars) if row.exemplars.isdigit() else math.inf  # "all" last
-    return (row.dataset, 1, count, 0 if row.method == NO_SYNTH else 1, row.point)
+    return (row.dataset, 1, count, METHOD_ORDER.index(row.method), row.point)
 
 
-def table_rows(records: Sequence[ExpRecord], read_cases: CaseReader | None = None) -> list[Row]:
-    """Every row (zero-shot first per dataset, point then box, then by count, without synthesis
-    first); unfinished or unscored experiments are skipped. With `read_cases`, rows with
-    synthesis on get their paired difference to their twin without synthesis."""
+def table_rows(
+    records: Sequence[ExpRecord],
+    read_cases: CaseReader | None = None,
+    read_budget: BudgetReader | None = None,
+) -> list[Row]:
+    """Every row (zero-shot first per dataset, point then box, then by count in METHOD_ORDER);
+    unfinished or unscored experiments are skipped. With `read_cases`, rows with synthesis on
+    get their paired difference to their twin without synthesis; with `read_budget`, trained
+    rows get their training budget."""
     runs = _newest_per_name(records)
     by_point: dict[str, list[ExpRecord]] = defaultdict(list)
     for r in runs:
         by_point[point_of(r.name)[0]].append(r)
     rows = [_row(point, group) for point, group in by_point.items()]
+    rows += [u for point, group in by_point.items() if (u := _unet_row(point, group))]
     if read_cases is not None:
         by_name = {r.name: r for r in runs}
         rows = [
@@ -212,4 +280,7 @@ def table_rows(records: Sequence[ExpRecord], read_cases: CaseReader | None = Non
             else row
             for row in rows
         ]
+    if read_budget is not None:
+        budgets = {r.name: read_budget(r) for r in runs}
+        rows = [_with_budget(row, budgets) for row in rows]
     return sorted(rows + _zero_shot(runs), key=_sort_key)

@@ -1,5 +1,6 @@
 """The statistics of `fewsam report`: mean ± sd over replicates, paired per-case differences
-with a bootstrap confidence interval. Pure functions on plain numbers.
+with a bootstrap confidence interval, training budgets from logs. Pure functions on plain
+numbers and CSV text.
 
 Paired differences: two grid points run with the same replicates (synthesis on and off) are
 scored on the same test cases, so each (replicate, case) gives one difference of the case's mean
@@ -87,3 +88,23 @@ def paired_differences(
         for case in sorted(set(on[r]) & set(off[r])):
             diffs.append(on[r][case] - off[r][case])
     return diffs
+
+
+def log_budget(log_csv: str) -> tuple[int, float]:
+    """(steps, seconds) of a training log (train_log.csv, baseline_log.csv: one row per optimizer
+    step, its `seconds` the wall seconds of that step): the number of rows and the sum of
+    `seconds`. Raises ValueError without a `seconds` column or with a value that is no finite
+    number."""
+    reader = csv.DictReader(io.StringIO(log_csv))
+    if "seconds" not in (reader.fieldnames or []):
+        raise ValueError("no `seconds` column")
+    steps, seconds = 0, 0.0
+    for row in reader:
+        try:
+            value = float(row["seconds"])
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
+            raise ValueError(f"line {reader.line_num}: seconds {row['seconds']!r} is no number")
+        steps, seconds = steps + 1, seconds + value
+    return steps, seconds

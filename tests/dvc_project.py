@@ -2,9 +2,9 @@
 
 The copy holds the stage code, dvc.yaml and a params.yaml shrunk so that the whole pipeline runs
 in seconds on two CPU cores: a few 32 px phantom cases, 8 synthetic samples, 2 training steps of
-the tiny SAM at 64 px, one test case. The base weights (random) and the dataset (phantom scans)
-live *outside* the copy and are given by absolute paths, as real weights and data would be; the
-pipeline's own phantom stage still runs, as in the default project.
+the tiny SAM at 64 px and of the U-Net, one test case. The base weights (random) and the dataset
+(phantom scans) live *outside* the copy and are given by absolute paths, as real weights and data
+would be; the pipeline's own phantom stage still runs, as in the default project.
 
 Commands run with the copy's root first on PYTHONPATH, so that `fewsam` (whose editable install
 points at the main checkout) imports the copy's packages, and a code change in the copy is what
@@ -33,6 +33,7 @@ COPIED = (
     "core",
     "synth",
     "train",
+    "baseline",
     "evaluate",
     "phantom",
     "pretrain",
@@ -55,7 +56,7 @@ MICRO_PHANTOM = dict(
     brats_size=32,
     brats_slices=8,
 )
-STAGES = ("phantom", "extract", "synthesize", "train", "infer", "score")
+STAGES = ("phantom", "extract", "synthesize", "train", "baseline", "infer", "score")
 _RUNNING = re.compile(r"Running stage '([\w-]+)'")
 
 
@@ -68,6 +69,7 @@ def micro_params(params: dict[str, Any], checkpoint: Path, dataset: Path) -> dic
     p["synth"].update(samples=8, workers=1)
     p["model"].update(arch="tiny", checkpoint=str(checkpoint), input_size=64)
     p["train"].update(max_steps=2, batch_size=2, warmup_steps=0, save_every=1, device="cpu")
+    p["baseline"].update(max_steps=2, batch_size=2, warmup_steps=0)
     p["evaluate"].update(max_cases=1, zero_shot_prompts=["point", "box"], overlays_per_case=1)
     return p
 

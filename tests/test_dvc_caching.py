@@ -83,7 +83,13 @@ def test_train_params_rerun_training_and_evaluation(project: Path) -> None:
 def test_synth_params_rerun_synthesis_onward(project: Path) -> None:
     before = predictions_hash(project)
     set_params(project, **{"synth.paste_prob": 0.9})
-    assert repro(project) == {"synthesize", "train"} | evaluation(project, before)
+    assert repro(project) == {"synthesize", "train", "baseline"} | evaluation(project, before)
+
+
+def test_baseline_params_rerun_the_unet_and_evaluation_only(project: Path) -> None:
+    before = predictions_hash(project)
+    set_params(project, **{"baseline.lr": 0.002})
+    assert repro(project) == {"baseline"} | evaluation(project, before)
 
 
 def test_code_change_in_evaluate_reruns_evaluation_only(project: Path) -> None:
@@ -96,7 +102,7 @@ def test_exp_run_exemplars_reruns_extraction_onward_and_shows_columns(project: P
     before = predictions_hash(project)
     done = sh(project, "dvc", "exp", "run", "-n", "ex3", "-S", "exemplars=3")
     ran = stages_run(done.stdout)
-    assert ran == {"extract", "synthesize", "train"} | evaluation(project, before)
+    assert ran == {"extract", "synthesize", "train", "baseline"} | evaluation(project, before)
     table = sh(project, "dvc", "exp", "show", "--csv").stdout
     header = next(csv.reader(io.StringIO(table)))
     for column in ("exemplars", "synth.enabled", "model.arch", "lora.rank"):
@@ -104,11 +110,13 @@ def test_exp_run_exemplars_reruns_extraction_onward_and_shows_columns(project: P
     # The headline metrics are the first metric columns, before the nested blocks.
     first = header.index("dsc")
     assert first < min(i for i, name in enumerate(header) if name.startswith("adapted."))
-    assert header[first : first + 8] == [
+    assert header[first : first + 10] == [
         "dsc",
         "hd95",
         "dsc_prompt_free",
         "hd95_prompt_free",
+        "unet_dsc",
+        "unet_hd95",
         "zero_shot_dsc",
         "zero_shot_hd95",
         "zero_shot_box_dsc",
@@ -134,6 +142,8 @@ def test_grid_queue_runs_with_outside_paths_and_report_collects_it(project: Path
     table = (project / "paper" / "paper_table.md").read_text()
     assert f"| Synapse | fewsam | {n} | " in table and f"| g-{n}-synth |" in table
     assert f"| Synapse | fewsam w/o synthesis | {n} | " in table and f"| g-{n}-nosynth |" in table
+    assert f"| Synapse | U-Net on the same data | {n} | " in table
+    assert f"| Synapse | U-Net w/o synthesis | {n} | " in table
     assert "| Synapse | fewsam w/o synthesis | all | " in table and "| g-all |" in table
     assert "| Synapse | zero-shot SAM | – |" in table
     assert "| Synapse | zero-shot SAM (box) | – |" in table

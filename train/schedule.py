@@ -13,10 +13,13 @@ from collections.abc import Iterable
 
 import torch
 
-from core.params import TrainParams
+from core.params import BaselineParams, TrainParams
+
+# Both schedules (the adapter's and the U-Net baseline's) have the same fields and shape.
+ScheduleParams = TrainParams | BaselineParams
 
 
-def lr_at(step: int, params: TrainParams) -> float:
+def lr_at(step: int, params: ScheduleParams) -> float:
     """Learning rate of optimizer step `step` (0-based), a pure function of the params."""
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
@@ -28,7 +31,7 @@ def lr_at(step: int, params: TrainParams) -> float:
 
 
 def make_optimizer(
-    named_params: Iterable[tuple[str, torch.nn.Parameter]], params: TrainParams
+    named_params: Iterable[tuple[str, torch.nn.Parameter]], params: ScheduleParams
 ) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; weight decay only on matrices (dim >= 2).
 

@@ -1,0 +1,110 @@
+"""A trained baseline on disk: `unet.safetensors` + `config.json`, or, when `baseline.enabled` is
+false, a `config.json` alone that says so (DVC needs the stage's output either way, and
+evaluation then knows there is nothing to score).
+
+config.json carries what rebuilds the network (features, channels, classes), the input
+preprocessing it was trained with (the synthetic set's `dataset` params) and the params that
+made it. Written into a temporary sibling folder that then replaces the target, so a folder is
+either the old model or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from baseline.network import build_unet
+from core.atomic import plain_mode
+from core.errors import InputError
+
+WEIGHTS_FILE = "unet.safetensors"
+CONFIG_FILE = "config.json"
+KIND = "fewsam-unet"
+
+
+def save_unet(out_dir: Path, net: torch.nn.Module | None, config: dict[str, Any]) -> None:
+    """Write `out_dir` as one atomic step: the weights of `net` (None: a disabled stub) and
+    config.json. A folder holding other files is refused rather than deleted."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise InputError(out_dir, "is a file; the baseline is written as a folder")
+        others = sorted(
+            p.name for p in out_dir.iterdir() if p.name not in (WEIGHTS_FILE, CONFIG_FILE)
+        )
+        if others:
+            raise InputError(out_dir, f"holds other files ({', '.join(others[:3])}); not replaced")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(tmp, plain_mode(directory=True))
+    old = out_dir.parent / f"{tmp.name}.old"
+    try:
+        if net is not None:
+            state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"kind": KIND})
+        text = json.dumps(
+            {**config, "kind": KIND, "enabled": net is not None}, indent=2, sort_keys=True
+        )
+        (tmp / CONFIG_FILE).write_text(text + "\n")
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The config.json of a baseline folder, checked to be one."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise InputError(path, "not found (train the baseline with `fewsam train baseline`)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(path, f"not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("kind") != KIND:
+        raise InputError(path, f"not a fewsam baseline config (kind is not {KIND!r})")
+    return config
+
+
+def load_unet(
+    folder: Path, classes: tuple[str, ...], channels: tuple[str, ...]
+) -> torch.nn.Module | None:
+    """The trained network in eval mode, or None for a disabled stub. It must have been trained
+    on `classes` and `channels` (the dataset it is evaluated on), else InputError."""
+    folder = Path(folder)
+    config = read_config(folder)
+    if not config.get("enabled"):
+        return None
+    where = folder / CONFIG_FILE
+    for key, want in (("classes", classes), ("channels", channels)):
+        if list(config.get(key) or []) != list(want):
+            raise InputError(
+                where, f"trained with {key} {config.get(key)}, the dataset has {list(want)}"
+            )
+    try:
+        net = build_unet(config["features"], len(config["channels"]), len(config["classes"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(where, f"cannot rebuild the network ({e})") from None
+    weights = folder / WEIGHTS_FILE
+    try:
+        state = load_file(str(weights))
+    except (OSError, SafetensorError) as e:
+        raise InputError(weights, f"unreadable weights ({e})") from None
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[:2]
+        raise InputError(
+            weights, f"does not match the network of config.json ({' '.join(first)})"
+        ) from None
+    return net.eval()
