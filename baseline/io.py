@@ -77,10 +77,15 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 
 def load_unet(
-    folder: Path, classes: tuple[str, ...], channels: tuple[str, ...]
+    folder: Path,
+    classes: tuple[str, ...],
+    channels: tuple[str, ...],
+    slice_size: int | None = None,
 ) -> torch.nn.Module | None:
     """The trained network in eval mode, or None for a disabled stub. It must have been trained
-    on `classes` and `channels` (the dataset it is evaluated on), else InputError."""
+    on `classes` and `channels` (the dataset it is evaluated on) and, when given, slices of
+    `slice_size` (`dataset.slice_size`: a convolutional network runs at any size, but organs at
+    another scale are not what it learned), else InputError."""
     folder = Path(folder)
     config = read_config(folder)
     if not config.get("enabled"):
@@ -91,6 +96,9 @@ def load_unet(
             raise InputError(
                 where, f"trained with {key} {config.get(key)}, the dataset has {list(want)}"
             )
+    trained = (config.get("dataset") or {}).get("slice_size")
+    if slice_size is not None and trained is not None and int(trained) != slice_size:
+        raise InputError(where, f"trained on dataset.slice_size {trained}, params say {slice_size}")
     try:
         net = build_unet(config["features"], len(config["channels"]), len(config["classes"]))
     except (KeyError, TypeError, ValueError) as e:

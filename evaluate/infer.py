@@ -93,7 +93,9 @@ def load_models(
     if prompts:
         sam = load_sam(params.model.arch, params.model.checkpoint, params.model.input_size)
         sam = sam.to(device)
-    net = None if unet is None else load_unet(unet, reader.classes, reader.channels)
+    net = None
+    if unet is not None:
+        net = load_unet(unet, reader.classes, reader.channels, params.dataset.slice_size)
     return Models(model.to(device), sam, prompts, None if net is None else net.to(device))
 
 

@@ -133,6 +133,11 @@ def test_baseline_of_other_classes_or_broken_weights_is_refused(
     with pytest.raises(InputError, match="trained with classes \\['liver', 'spleen'\\]") as e:
         load_unet(out, ("liver", "kidney"), ("CT",))
     assert str(out / CONFIG_FILE) in str(e.value)
+    config = json.loads((out / CONFIG_FILE).read_text())
+    (out / CONFIG_FILE).write_text(json.dumps({**config, "dataset": {"slice_size": 128}}))
+    with pytest.raises(InputError, match="trained on dataset.slice_size 128, params say 256"):
+        load_unet(out, ("liver", "spleen"), ("CT",), slice_size=256)
+    assert load_unet(out, ("liver", "spleen"), ("CT",), slice_size=128) is not None
     (out / WEIGHTS_FILE).write_bytes(b"not safetensors")
     with pytest.raises(InputError, match="unreadable weights"):
         load_unet(out, ("liver", "spleen"), ("CT",))
