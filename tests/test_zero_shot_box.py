@@ -303,9 +303,10 @@ def test_report_has_a_box_row_after_the_point_row() -> None:
         (ZERO_SHOT_BOX, "b-9-synth"),  # the newest experiment that scored box prompts
     ]
     lines = markdown(rows).splitlines()
-    assert lines[2] == "| Synapse | zero-shot SAM | – | 40.00 | 9.00 | – | – | – | a-9-synth |"
+    assert lines[2] == "| Synapse | zero-shot SAM | – | 40.00 | 9.00 | – | – | – | – | a-9-synth |"
     assert (
-        lines[3] == "| Synapse | zero-shot SAM (box) | – | 60.00 | 5.00 | – | – | – | b-9-synth |"
+        lines[3]
+        == "| Synapse | zero-shot SAM (box) | – | 60.00 | 5.00 | – | – | – | – | b-9-synth |"
     )
     # Experiments from before box prompts: no box row.
     assert ZERO_SHOT_BOX not in {r.method for r in table_rows(records[:1])}
