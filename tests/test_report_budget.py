@@ -4,12 +4,12 @@ keeping of budgets."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import matplotlib.axes
 import pytest
+from test_report import _git
 
 from core.errors import InputError
 from fewsam import exp_archive
@@ -187,24 +187,15 @@ def test_log_budget_counts_rows_and_sums_seconds() -> None:
 
 
 def _commit(root: Path, files: dict[str, str]) -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-            cwd=root,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return done.stdout.strip()
-
+    """Commit `files` (path -> text) in the repository at `root`; returns the commit."""
     if not (root / ".git").exists():
-        git("init", "-q")
+        _git(root, "init", "-q")
     for path, text in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(text)
-        git("add", path)
-    git("commit", "-q", "--allow-empty", "-m", "logs")
-    return git("rev-parse", "HEAD")
+        _git(root, "add", path)
+    _git(root, "commit", "-q", "--allow-empty", "-m", "logs")
+    return _git(root, "rev-parse", "HEAD")
 
 
 def test_budget_reader_reads_both_logs_of_a_commit(tmp_path: Path) -> None:
