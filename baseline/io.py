@@ -11,9 +11,6 @@ either the old model or the new one.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from baseline.network import build_unet
-from core.atomic import plain_mode
+from core.atomic import atomic_folder
 from core.errors import InputError
 
 WEIGHTS_FILE = "unet.safetensors"
@@ -33,20 +30,7 @@ KIND = "fewsam-unet"
 def save_unet(out_dir: Path, net: torch.nn.Module | None, config: dict[str, Any]) -> None:
     """Write `out_dir` as one atomic step: the weights of `net` (None: a disabled stub) and
     config.json. A folder holding other files is refused rather than deleted."""
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise InputError(out_dir, "is a file; the baseline is written as a folder")
-        others = sorted(
-            p.name for p in out_dir.iterdir() if p.name not in (WEIGHTS_FILE, CONFIG_FILE)
-        )
-        if others:
-            raise InputError(out_dir, f"holds other files ({', '.join(others[:3])}); not replaced")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    os.chmod(tmp, plain_mode(directory=True))
-    old = out_dir.parent / f"{tmp.name}.old"
-    try:
+    with atomic_folder(out_dir, (WEIGHTS_FILE, CONFIG_FILE)) as tmp:
         if net is not None:
             state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"kind": KIND})
@@ -54,12 +38,6 @@ def save_unet(out_dir: Path, net: torch.nn.Module | None, config: dict[str, Any]
             {**config, "kind": KIND, "enabled": net is not None}, indent=2, sort_keys=True
         )
         (tmp / CONFIG_FILE).write_text(text + "\n")
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_config(folder: Path) -> dict[str, Any]:

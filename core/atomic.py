@@ -6,9 +6,10 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,37 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(final: str | Path, owned: Iterable[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `final`; it replaces `final` when the block succeeds.
+
+    A model folder is several files that must change together (weights and the config that
+    describes them), so they are written side by side and swapped in by one rename. An existing
+    `final` is replaced only when it holds nothing but the `owned` file names: a folder with
+    anything else in it (a user's files, a wrong --out) is refused rather than deleted.
+    """
+    final = Path(final)
+    owned = set(owned)
+    if final.exists():
+        if not final.is_dir():
+            raise InputError(final, "is a file; this output is written as a folder")
+        others = sorted(p.name for p in final.iterdir() if p.name not in owned)
+        if others:
+            raise InputError(final, f"holds other files ({', '.join(others[:3])}); not replaced")
+    ensure_parent(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    os.chmod(tmp, plain_mode(directory=True))
+    old = final.parent / f"{tmp.name}.old"
+    try:
+        yield tmp
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text(final: str | Path, text: str) -> None:

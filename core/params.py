@@ -191,6 +191,17 @@ class LoraParams:
         _check(0 <= self.dropout < 1, "lora.dropout", "must be in [0, 1)")
 
 
+def _check_schedule(s: str, p: TrainParams | BaselineParams) -> None:
+    """The optimisation knobs the adapter and the baseline share (`train.schedule` reads them)."""
+    _check(p.max_steps >= 1, f"{s}.max_steps", "must be >= 1")
+    _check(p.batch_size >= 1, f"{s}.batch_size", "must be >= 1")
+    _check(p.lr > 0, f"{s}.lr", "must be > 0")
+    _check(p.weight_decay >= 0, f"{s}.weight_decay", "must be >= 0")
+    _check(0 <= p.warmup_steps < p.max_steps, f"{s}.warmup_steps", "must be in [0, max_steps)")
+    _check(p.poly_power > 0, f"{s}.poly_power", "must be > 0")
+    _check(p.grad_clip >= 0, f"{s}.grad_clip", "must be >= 0")
+
+
 @dataclass(frozen=True)
 class TrainParams:
     max_steps: int
@@ -210,17 +221,7 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         s = "train"
-        _check(self.max_steps >= 1, f"{s}.max_steps", "must be >= 1")
-        _check(self.batch_size >= 1, f"{s}.batch_size", "must be >= 1")
-        _check(self.lr > 0, f"{s}.lr", "must be > 0")
-        _check(self.weight_decay >= 0, f"{s}.weight_decay", "must be >= 0")
-        _check(
-            0 <= self.warmup_steps < self.max_steps,
-            f"{s}.warmup_steps",
-            "must be in [0, max_steps)",
-        )
-        _check(self.poly_power > 0, f"{s}.poly_power", "must be > 0")
-        _check(self.grad_clip >= 0, f"{s}.grad_clip", "must be >= 0")
+        _check_schedule(s, self)
         _check(self.points_per_class >= 1, f"{s}.points_per_class", "must be >= 1")
         _prob(s, self, "prompt_dropout")
         _check(self.num_workers >= 0, f"{s}.num_workers", "must be >= 0")
@@ -260,17 +261,7 @@ class BaselineParams:
             f"{s}.features",
             f"must be 6 channel counts >= 1 (BasicUNet's), got {list(self.features)}",
         )
-        _check(self.max_steps >= 1, f"{s}.max_steps", "must be >= 1")
-        _check(self.batch_size >= 1, f"{s}.batch_size", "must be >= 1")
-        _check(self.lr > 0, f"{s}.lr", "must be > 0")
-        _check(self.weight_decay >= 0, f"{s}.weight_decay", "must be >= 0")
-        _check(
-            0 <= self.warmup_steps < self.max_steps,
-            f"{s}.warmup_steps",
-            "must be in [0, max_steps)",
-        )
-        _check(self.poly_power > 0, f"{s}.poly_power", "must be > 0")
-        _check(self.grad_clip >= 0, f"{s}.grad_clip", "must be >= 0")
+        _check_schedule(s, self)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from core.atomic import plain_mode
+from core.atomic import atomic_folder
 from core.errors import InputError, ParamsError
 from core.params import LoraParams, ModelParams
 from train.base_weights import sha256_file
@@ -64,28 +61,11 @@ def save_adapter(model: FewSam, out_dir: Path, config: dict[str, Any]) -> None:
     deleted.
     """
     model = unwrap(model)  # type: ignore[assignment]
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        others = sorted(
-            p.name for p in out_dir.iterdir() if p.name not in (ADAPTER_FILE, CONFIG_FILE)
-        )
-        if others:
-            raise InputError(out_dir, f"holds other files ({', '.join(others[:3])}); not replaced")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    os.chmod(tmp, plain_mode(directory=True))
-    old = out_dir.parent / f"{tmp.name}.old"
-    try:
+    with atomic_folder(out_dir, (ADAPTER_FILE, CONFIG_FILE)) as tmp:
         state = {k: v.contiguous().cpu() for k, v in trainable_state_dict(model).items()}
         save_file(state, str(tmp / ADAPTER_FILE), metadata={"kind": KIND})
         merged = {**config, **_model_config(model)}
         (tmp / CONFIG_FILE).write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
