@@ -498,7 +498,7 @@ def test_ablation_rows_get_their_own_table(params_dict: dict[str, Any]) -> None:
     assert ablation_markdown(rows) == (
         "Synthesis components (x): DSC (%), mean ± sd (n)\n"
         "\n"
-        "| Synthesis | 1 exemplars | 9 exemplars |\n"
+        "| Synthesis | 1 exemplar | 9 exemplars |\n"
         "|---|---:|---:|\n"
         "| w/o synthesis | 50.00 (1) | – |\n"
         "| exemplars only | 55.00 (1) | 30.00 (1) |\n"
