@@ -116,7 +116,9 @@ def ablation_markdown(rows: Sequence[Row]) -> str:
         out += [
             f"Synthesis components ({prefix}): DSC (%), mean ± sd (n)",
             "",
-            "| Synthesis | " + " | ".join(f"{c} exemplar{'' if c == '1' else 's'}" for c in counts) + " |",
+            "| Synthesis | "
+            + " | ".join(f"{c} exemplar{'' if c == '1' else 's'}" for c in counts)
+            + " |",
             "|---|" + "---:|" * len(counts),
         ]
         for label in ("w/o synthesis", *(v[0] for v in VARIANTS)):
