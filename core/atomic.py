@@ -111,7 +111,10 @@ def atomic_folder(final: str | Path, owned: Iterable[str]) -> Iterator[Path]:
         if others:
             raise InputError(final, f"holds other files ({', '.join(others[:3])}); not replaced")
     ensure_parent(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    except OSError as e:
+        raise InputError(final, f"cannot be written ({e.strerror or e})") from e
     os.chmod(tmp, plain_mode(directory=True))
     old = final.parent / f"{tmp.name}.old"
     try:

@@ -14,17 +14,14 @@ renamed into place when complete, so an interrupted run never leaves a half-writ
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from core import streams
-from core.errors import InputError
+from core.atomic import atomic_folder
 from core.params import Params, PhantomParams
 from core.progress import track
 from core.volume import from_zyx
@@ -99,32 +96,15 @@ def _write_brats(p: PhantomParams, seed: int, folder: Path) -> None:
         save_nifti(case_dir / f"{case}_seg.nii.gz", seg, affine)
 
 
-def _write_folder(final: Path, write: Callable[[Path], None]) -> None:
-    """Run `write(tmp)` on a fresh hidden folder beside `final`, then swap it into place."""
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    except OSError as e:
-        raise InputError(final, f"cannot be written ({e.strerror or e})") from e
-    try:
-        write(tmp)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def run(params: Params, out: Path) -> None:
     """Write the phantom Synapse and BraTS datasets under `out` (see the module docstring)."""
     p, seed = params.phantom, params.seed
     start = time.perf_counter()
-    _write_folder(out / "synapse", lambda d: _write_synapse(p, seed, d))
-    _write_folder(out / "brats", lambda d: _write_brats(p, seed, d))
+    # A rerun replaces a dataset it wrote itself; a folder holding anything else is refused.
+    with atomic_folder(out / "synapse", owned=("img", "label")) as tmp:
+        _write_synapse(p, seed, tmp)
+    with atomic_folder(out / "brats", owned=("HGG", "LGG")) as tmp:
+        _write_brats(p, seed, tmp)
     print(
         f"phantom: {p.synapse_cases} Synapse CT cases ({p.synapse_size}x{p.synapse_size}x"
         f"{p.synapse_slices}) in {out / 'synapse'}, {p.brats_cases} BraTS cases "

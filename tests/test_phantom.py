@@ -11,6 +11,7 @@ import pytest
 from conftest import replace_section
 
 from core import streams
+from core.errors import InputError
 from core.params import Params
 from core.volume import to_zyx
 from phantom import generate as phantom
@@ -72,6 +73,16 @@ def test_same_seed_same_bytes_and_rerun_replaces(small: Params, tmp_path: Path) 
     phantom.run(other, tmp_path / "c")
     rel = Path("synapse/img/img0005.nii.gz")
     assert (tmp_path / "c" / rel).read_bytes() != (tmp_path / "a" / rel).read_bytes()
+
+
+def test_a_folder_with_other_files_is_refused_and_kept(small: Params, tmp_path: Path) -> None:
+    # A wrong --out must not delete a user's folder: only a dataset phantom wrote is replaced.
+    (tmp_path / "synapse").mkdir()
+    (tmp_path / "synapse" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="holds other files"):
+        phantom.run(small, tmp_path)
+    assert (tmp_path / "synapse" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synapse"]  # no temp folder left
 
 
 def test_abdomen_anatomy_and_hu() -> None:
