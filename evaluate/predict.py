@@ -1,4 +1,6 @@
-"""`fewsam predict`: segment new scans (no labels) with a trained adapter.
+"""`fewsam predict`: segment new scans (no labels) with a trained adapter, or with the U-Net
+baseline trained on the same synthetic set (`--unet models/unet`). Everything below holds for
+both: the U-Net's config.json records channels and preprocessing the same way.
 
 Inputs, checked against the adapter's channels (`config.json` "channels", e.g. ["CT"] or
 ["flair", "t1ce", "t2"]) before anything is computed:
@@ -23,7 +25,7 @@ atomically, so an interrupted run leaves finished outputs whole and the others a
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from baseline.io import load_unet
+from baseline.io import read_config as read_unet_config
+from baseline.network import predict_unet
 from core.atomic import ensure_parent
 from core.device import pick_device
 from core.errors import InputError
@@ -97,7 +102,7 @@ def find_scans(input_path: Path, channels: Sequence[str]) -> list[Scan]:
         if index >= len(channels):
             raise InputError(
                 path,
-                f"channel {index} but the adapter takes {len(channels)} ({', '.join(channels)})",
+                f"channel {index} but the model takes {len(channels)} ({', '.join(channels)})",
             )
         groups.setdefault((path.parent, case or path.parent.name), {})[index] = path
     scans = []
@@ -106,7 +111,7 @@ def find_scans(input_path: Path, channels: Sequence[str]) -> list[Scan]:
         if missing:
             raise InputError(
                 folder,
-                f"case {case} lacks the {', '.join(missing)} file(s) the adapter needs "
+                f"case {case} lacks the {', '.join(missing)} file(s) the model needs "
                 f"(expected {case}_<channel>.nii.gz for {', '.join(channels)})",
             )
         scans.append(Scan(case, tuple(by_index[i] for i in range(len(channels)))))
@@ -155,7 +160,7 @@ def check_channels(scan: Scan, channels: Sequence[str]) -> None:
         else "a 4D NIfTI with the channels in this order, or a case folder with "
         + ", ".join(f"<case>_{c}.nii.gz" for c in channels)
     )
-    raise InputError(scan.files[0], f"has {n} channel(s) but the adapter takes {want}: pass {how}")
+    raise InputError(scan.files[0], f"has {n} channel(s) but the model takes {want}: pass {how}")
 
 
 def _read_4d(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
@@ -214,16 +219,64 @@ def output_paths(scans: list[Scan], output: Path) -> list[Path]:
     return [output / f"{s.name}.nii.gz" for s in scans]
 
 
+# (C x Z x H x W image at the model's slice size, output H x W, progress callback) -> label map.
+Segmenter = Callable[[np.ndarray, tuple[int, int], Callable[[int], None]], np.ndarray]
+
+
+def read_model_config(adapter: Path, unet: Path | None) -> dict[str, Any]:
+    """The config.json of the model that will segment (the U-Net when `unet` is given), checked
+    before any scan is read."""
+    if unet is None:
+        config = read_adapter_config(adapter)
+        check_adapter(config, Path(adapter) / CONFIG_FILE)
+        return config
+    config = read_unet_config(unet)
+    if not config.get("enabled"):
+        raise InputError(
+            Path(unet) / CONFIG_FILE,
+            "a stub: the baseline was not trained (baseline.enabled was false)",
+        )
+    return config
+
+
+def load_segmenter(
+    params: Params, adapter: Path, unet: Path | None, checkpoint: str | None
+) -> tuple[Segmenter, dict[str, Any]]:
+    """The model's label-map function and its config (the adapter's, or the U-Net's)."""
+    device = pick_device(params.train.device)
+    batch = params.evaluate.batch_size
+    if unet is None:
+        model, config = load_adapter(adapter, checkpoint)
+        model = model.to(device)
+        return (
+            lambda image, out_hw, on_batch: predict_volume(
+                model, image, batch, out_hw=out_hw, on_batch=on_batch
+            ),
+            config,
+        )
+    config = read_unet_config(unet)
+    net = load_unet(unet, tuple(config["classes"]), tuple(config["channels"]))
+    assert net is not None  # read_model_config refused a stub
+    net = net.to(device)
+    return (
+        lambda image, out_hw, on_batch: predict_unet(
+            net, image, batch, out_hw=out_hw, on_batch=on_batch
+        ),
+        config,
+    )
+
+
 def run(
     params: Params,
     adapter: Path,
     input_path: Path,
     output: Path,
     checkpoint: str | None = None,
+    unet: Path | None = None,
 ) -> list[Path]:
-    """Segment every scan of `input_path`; returns the files written, in order."""
-    config = read_adapter_config(adapter)
-    check_adapter(config, Path(adapter) / CONFIG_FILE)
+    """Segment every scan of `input_path` with the adapter, or with the U-Net baseline of the
+    folder `unet`; returns the files written, in order."""
+    config = read_model_config(adapter, unet)
     channels = tuple(config["channels"])
     scans = find_scans(input_path, channels)
     for scan in scans:  # refuse before computing anything
@@ -234,8 +287,7 @@ def run(
         if target.resolve() in sources:
             raise InputError(target, "output would overwrite an input scan")
         ensure_parent(target)  # an unwritable output fails before any scan is segmented
-    model, config = load_adapter(adapter, checkpoint)
-    model = model.to(pick_device(params.train.device))
+    segment, config = load_segmenter(params, adapter, unet, checkpoint)
     size = int(config["dataset"]["slice_size"])
     written = []
     with make_progress() as progress:
@@ -243,12 +295,10 @@ def run(
             volume = read_scan(scan, channels, config["dataset"])
             _, z, h, w = volume.image.shape
             task = progress.add_task(scan.name, total=z)
-            label = predict_volume(
-                model,
+            label = segment(
                 resize_volume(volume, size).image,
-                params.evaluate.batch_size,
-                out_hw=(h, w),
-                on_batch=lambda n, task=task: progress.advance(task, n),
+                (h, w),
+                lambda n, task=task: progress.advance(task, n),
             )
             write_nifti(target, label, volume.affine, volume.header)
             written.append(target)

@@ -88,9 +88,17 @@ def predict(
     checkpoint: str | None = typer.Option(
         None, help="Base SAM weights, when not at the path the adapter recorded."
     ),
+    unet: Path | None = typer.Option(
+        None,
+        help="Segment with the U-Net baseline of this folder (models/unet) instead of the adapter.",
+    ),
 ) -> None:
-    """Segment new scans with a trained adapter; label maps keep the input's affine and header."""
+    """Segment new scans with a trained adapter (or the U-Net baseline); label maps keep the
+    input's affine and header."""
+    from core.errors import ParamsError
     from evaluate import predict as predict_stage
 
-    for path in predict_stage.run(read_params(params), adapter, input, output, checkpoint):
+    if unet is not None and checkpoint is not None:
+        raise ParamsError("--checkpoint goes with the adapter; the U-Net has no base weights")
+    for path in predict_stage.run(read_params(params), adapter, input, output, checkpoint, unet):
         typer.echo(str(path))

@@ -207,7 +207,7 @@ def _predict(scan_of: Callable[[Path], tuple[Path, str]]) -> Builder:
 
 def _two_channel_scan(folder: Path) -> tuple[Path, str]:
     scan = write_scan(folder / "scan.nii.gz", (16, 16, 6, 2))
-    return scan, "has 2 channel(s) but the adapter takes 1 channel (CT)"
+    return scan, "has 2 channel(s) but the model takes 1 channel (CT)"
 
 
 def _truncated_scan(folder: Path) -> tuple[Path, str]:

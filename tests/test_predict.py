@@ -13,7 +13,10 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from baseline.io import load_unet, save_unet
+from baseline.network import build_unet
 from core.params import LoraParams, ModelParams, parse_params, to_dict
+from core.volume import to_zyx
 from evaluate.predict import Scan, find_scans, read_scan
 from fewsam.cli import app
 from train.adapter_io import save_adapter
@@ -171,3 +174,50 @@ def test_case_folder_missing_a_modality_refused(tmp_path: Path, params_file: Pat
     assert result.exit_code == 2
     assert "t1ce" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def make_unet(folder: Path, params_file: Path, features: list[int], enabled: bool = True) -> Path:
+    params = parse_params(yaml.safe_load(params_file.read_text()))
+    torch.manual_seed(0)
+    net = build_unet(features, 1, 2)
+    config = {"features": features, "classes": ["a", "b"], "channels": ["CT"],
+              "dataset": to_dict(params.dataset)}  # fmt: skip
+    save_unet(folder, net if enabled else None, config)
+    return folder
+
+
+def test_predict_with_the_unet_baseline(tmp_path: Path, params_file: Path) -> None:
+    unet = make_unet(tmp_path / "unet", params_file, [4, 4, 8, 8, 16, 4])
+    img = write_scan(tmp_path / "scan.nii.gz", seed=3)
+    out = tmp_path / "seg.nii.gz"
+    result = predict("--unet", str(unet), "-i", str(tmp_path / "scan.nii.gz"), "-o", str(out),
+                     "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    seg = nib.load(out)
+    assert seg.shape == SHAPE and np.allclose(seg.affine, AFFINE)
+    # Reference: the CT window by hand, the network on each slice zero-padded to a multiple of
+    # 16, argmax; slice order as core.volume.to_zyx gives it (its own tests check the axes).
+    lo, hi = yaml.safe_load(params_file.read_text())["dataset"]["window"]
+    hu = to_zyx(np.asarray(img.dataobj, np.float32), AFFINE)
+    x = torch.from_numpy(np.clip((hu - lo) / (hi - lo), 0, 1)[:, None].copy())
+    net = load_unet(unet, ("a", "b"), ("CT",))
+    with torch.no_grad():
+        logits = net(torch.nn.functional.pad(x, (0, -x.shape[3] % 16, 0, -x.shape[2] % 16)))
+    want = logits[..., : x.shape[2], : x.shape[3]].argmax(1).numpy()
+    got = to_zyx(np.asarray(seg.dataobj), AFFINE)
+    assert len(np.unique(want)) > 1  # a map that can tell a wrong model or preprocessing apart
+    assert np.array_equal(got, want)
+
+
+def test_predict_refuses_a_unet_stub_and_a_checkpoint(tmp_path: Path, params_file: Path) -> None:
+    write_scan(tmp_path / "scan.nii.gz")
+    out = tmp_path / "seg.nii.gz"
+    stub = make_unet(tmp_path / "stub", params_file, [4, 4, 8, 8, 16, 4], enabled=False)
+    result = predict("--unet", str(stub), "-i", str(tmp_path / "scan.nii.gz"), "-o", str(out),
+                     "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 2
+    assert "config.json" in result.output and "baseline.enabled" in result.output
+    result = predict("--unet", str(stub), "--checkpoint", "sam.pth", "-i",
+                     str(tmp_path / "scan.nii.gz"), "-o", str(out), "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 2 and "--checkpoint" in result.output
+    assert not out.exists()

@@ -177,7 +177,7 @@ def test_predict_refuses_an_adapter_whose_tensors_and_config_disagree(
     [
         ((16, 16), "2D image (16x16): expected 3D or 4D"),
         ((16, 16, 6, 2, 2), "5D image (16x16x6x2x2): expected 3D or 4D"),
-        ((16, 16, 6, 2), "has 2 channel(s) but the adapter takes 1 channel (CT)"),
+        ((16, 16, 6, 2), "has 2 channel(s) but the model takes 1 channel (CT)"),
     ],
 )
 def test_predict_refuses_images_of_the_wrong_dimensionality(
