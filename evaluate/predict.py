@@ -236,6 +236,8 @@ def read_model_config(adapter: Path, unet: Path | None) -> dict[str, Any]:
             Path(unet) / CONFIG_FILE,
             "a stub: the baseline was not trained (baseline.enabled was false)",
         )
+    if not isinstance(config.get("dataset"), dict) or not isinstance(config.get("channels"), list):
+        raise InputError(Path(unet) / CONFIG_FILE, "lacks its channels or preprocessing (dataset)")
     return config
 
 

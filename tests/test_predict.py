@@ -221,3 +221,18 @@ def test_predict_refuses_a_unet_stub_and_a_checkpoint(tmp_path: Path, params_fil
                      str(tmp_path / "scan.nii.gz"), "-o", str(out), "-p", str(params_file))  # fmt: skip
     assert result.exit_code == 2 and "--checkpoint" in result.output
     assert not out.exists()
+
+
+def test_predict_refuses_a_unet_config_without_preprocessing(
+    tmp_path: Path, params_file: Path
+) -> None:
+    unet = make_unet(tmp_path / "unet", params_file, [4, 4, 8, 8, 16, 4])
+    config = json.loads((unet / "config.json").read_text())
+    del config["dataset"]
+    (unet / "config.json").write_text(json.dumps(config))
+    write_scan(tmp_path / "scan.nii.gz")
+    result = predict("--unet", str(unet), "-i", str(tmp_path / "scan.nii.gz"),
+                     "-o", str(tmp_path / "seg.nii.gz"), "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 2
+    assert "config.json" in result.output and "preprocessing" in result.output
+    assert not (tmp_path / "seg.nii.gz").exists()
