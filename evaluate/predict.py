@@ -32,6 +32,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import torch
 
 from baseline.io import load_unet
 from baseline.io import read_config as read_unet_config
@@ -219,10 +220,6 @@ def output_paths(scans: list[Scan], output: Path) -> list[Path]:
     return [output / f"{s.name}.nii.gz" for s in scans]
 
 
-# (C x Z x H x W image at the model's slice size, output H x W, progress callback) -> label map.
-Segmenter = Callable[[np.ndarray, tuple[int, int], Callable[[int], None]], np.ndarray]
-
-
 def read_model_config(adapter: Path, unet: Path | None) -> dict[str, Any]:
     """The config.json of the model that will segment (the U-Net when `unet` is given), checked
     before any scan is read."""
@@ -241,31 +238,17 @@ def read_model_config(adapter: Path, unet: Path | None) -> dict[str, Any]:
     return config
 
 
-def load_segmenter(
-    params: Params, adapter: Path, unet: Path | None, checkpoint: str | None
-) -> tuple[Segmenter, dict[str, Any]]:
-    """The model's label-map function and its config (the adapter's, or the U-Net's)."""
-    device = pick_device(params.train.device)
-    batch = params.evaluate.batch_size
+def load_model(
+    adapter: Path, unet: Path | None, checkpoint: str | None, config: dict[str, Any]
+) -> tuple[torch.nn.Module, Callable[..., np.ndarray], dict[str, Any]]:
+    """The model, the function that labels a volume with it (`predict_volume` or `predict_unet`,
+    which take the same model, image, batch, out_hw and on_batch) and its config."""
     if unet is None:
         model, config = load_adapter(adapter, checkpoint)
-        model = model.to(device)
-        return (
-            lambda image, out_hw, on_batch: predict_volume(
-                model, image, batch, out_hw=out_hw, on_batch=on_batch
-            ),
-            config,
-        )
-    config = read_unet_config(unet)
+        return model, predict_volume, config
     net = load_unet(unet, tuple(config["classes"]), tuple(config["channels"]))
     assert net is not None  # read_model_config refused a stub
-    net = net.to(device)
-    return (
-        lambda image, out_hw, on_batch: predict_unet(
-            net, image, batch, out_hw=out_hw, on_batch=on_batch
-        ),
-        config,
-    )
+    return net, predict_unet, config
 
 
 def run(
@@ -289,7 +272,8 @@ def run(
         if target.resolve() in sources:
             raise InputError(target, "output would overwrite an input scan")
         ensure_parent(target)  # an unwritable output fails before any scan is segmented
-    segment, config = load_segmenter(params, adapter, unet, checkpoint)
+    model, predict, config = load_model(adapter, unet, checkpoint, config)
+    model = model.to(pick_device(params.train.device))
     size = int(config["dataset"]["slice_size"])
     written = []
     with make_progress() as progress:
@@ -297,10 +281,12 @@ def run(
             volume = read_scan(scan, channels, config["dataset"])
             _, z, h, w = volume.image.shape
             task = progress.add_task(scan.name, total=z)
-            label = segment(
+            label = predict(
+                model,
                 resize_volume(volume, size).image,
-                (h, w),
-                lambda n, task=task: progress.advance(task, n),
+                params.evaluate.batch_size,
+                out_hw=(h, w),
+                on_batch=lambda n, task=task: progress.advance(task, n),
             )
             write_nifti(target, label, volume.affine, volume.header)
             written.append(target)
