@@ -39,7 +39,7 @@ from baseline.io import read_config as read_unet_config
 from baseline.network import predict_unet
 from core.atomic import ensure_parent
 from core.device import pick_device
-from core.errors import InputError
+from core.errors import InputError, ParamsError
 from core.params import Params
 from core.progress import make_progress
 from core.volume import Volume, spacing_zyx, to_zyx
@@ -261,6 +261,8 @@ def run(
 ) -> list[Path]:
     """Segment every scan of `input_path` with the adapter, or with the U-Net baseline of the
     folder `unet`; returns the files written, in order."""
+    if unet is not None and checkpoint is not None:
+        raise ParamsError("--checkpoint goes with the adapter; the U-Net has no base weights")
     config = read_model_config(adapter, unet)
     channels = tuple(config["channels"])
     scans = find_scans(input_path, channels)

@@ -95,10 +95,7 @@ def predict(
 ) -> None:
     """Segment new scans with a trained adapter (or the U-Net baseline); label maps keep the
     input's affine and header."""
-    from core.errors import ParamsError
     from evaluate import predict as predict_stage
 
-    if unet is not None and checkpoint is not None:
-        raise ParamsError("--checkpoint goes with the adapter; the U-Net has no base weights")
     for path in predict_stage.run(read_params(params), adapter, input, output, checkpoint, unet):
         typer.echo(str(path))

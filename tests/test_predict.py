@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 
 from baseline.io import load_unet, save_unet
 from baseline.network import build_unet
+from core.errors import ParamsError
 from core.params import LoraParams, ModelParams, parse_params, to_dict
 from core.volume import to_zyx
 from evaluate.predict import Scan, find_scans, read_scan
+from evaluate.predict import run as predict_run
 from fewsam.cli import app
 from train.adapter_io import save_adapter
 from train.model import build_fewsam
@@ -220,6 +222,10 @@ def test_predict_refuses_a_unet_stub_and_a_checkpoint(tmp_path: Path, params_fil
     result = predict("--unet", str(stub), "--checkpoint", "sam.pth", "-i",
                      str(tmp_path / "scan.nii.gz"), "-o", str(out), "-p", str(params_file))  # fmt: skip
     assert result.exit_code == 2 and "--checkpoint" in result.output
+    # The stage function refuses the pair itself, for callers other than the CLI.
+    params = parse_params(yaml.safe_load(params_file.read_text()))
+    with pytest.raises(ParamsError, match="--checkpoint"):
+        predict_run(params, tmp_path / "adapter", tmp_path / "scan.nii.gz", out, "sam.pth", stub)
     assert not out.exists()
 
 
