@@ -11,7 +11,6 @@ Methods are named `prompt_free` and `prompted` (the adapted model), `zero_shot` 
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import math
@@ -23,13 +22,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 from core.atomic import atomic_path, write_text  # noqa: E402
-from core.volume import from_zyx  # noqa: E402
 from evaluate.protocols import ClassScore, Summary  # noqa: E402
+from synth.datasets.nifti_io import label_nifti_bytes  # noqa: E402
 
 ADAPTED = ("prompt_free", "prompted")
 ZERO_SHOT = ("zero_shot", "zero_shot_box")
@@ -211,30 +209,10 @@ def write_overlay(
     plt.close(fig)
 
 
-def nifti_bytes(
-    label_zyx: np.ndarray, affine: np.ndarray, header: object | None, compress: bool
-) -> bytes:
-    """A label map as NIfTI-1 file bytes with the source affine and header.
-
-    label_zyx: Z x H x W uint8 in the `core.volume` convention (written back as the file's
-    I x J x K by `from_zyx` with the same affine).
-    The header keeps the source geometry (qform/sform and their codes, units, description); its
-    data type becomes uint8, intensity scaling and display range are cleared.
-    """
-    hdr = nib.Nifti1Header.from_header(header) if isinstance(header, nib.Nifti1Header) else None
-    img = nib.Nifti1Image(from_zyx(label_zyx.astype(np.uint8, copy=False), affine), affine, hdr)
-    img.set_data_dtype(np.uint8)
-    img.header.set_slope_inter(1.0, 0.0)
-    img.header["cal_min"] = 0.0
-    img.header["cal_max"] = 0.0
-    raw = img.to_bytes()
-    return gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw
-
-
 def write_nifti(
     path: Path, label_zyx: np.ndarray, affine: np.ndarray, header: object | None
 ) -> None:
     """Write a Z x H x W label map to `path` (.nii or .nii.gz) atomically."""
-    data = nifti_bytes(label_zyx, affine, header, compress=path.name.endswith(".gz"))
+    data = label_nifti_bytes(label_zyx, affine, header, compress=path.name.endswith(".gz"))
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

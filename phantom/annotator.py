@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -20,7 +21,7 @@ import numpy as np
 
 from core.atomic import atomic_path, write_text
 from core.errors import InputError
-from synth.annotations import label_path, listed_cases, read_manifest
+from synth.annotations import label_path, listed_cases, read_manifest, write_manifest
 from synth.datasets.nifti_io import read_label
 from synth.datasets.synapse import CLASSES, TEST_IDS, TRAIN_IDS, map_labels
 
@@ -72,9 +73,12 @@ def unlabeled_copy(synapse_root: Path, out: Path) -> Path:
 def annotate_from_truth(folder: Path, synapse_root: Path) -> int:
     """Copy the ground truth of every listed slice into its label file; return slices written.
 
-    Only the listed slices change; everything else in each label file is left as it was.
+    Only the listed slices change; everything else in each label file is left as it was. A
+    listed slice whose truth shows no organ is marked `negative` in the manifest, as a person
+    marks a slice they looked at and found empty.
     """
     rows = read_manifest(folder)
+    empty: set[tuple[str, int]] = set()
     written = 0
     for case, case_rows in listed_cases(rows).items():
         number = int(case.removeprefix("case"))
@@ -87,6 +91,11 @@ def annotate_from_truth(folder: Path, synapse_root: Path) -> int:
             index = [slice(None)] * 3
             index[row.axis] = row.slice
             data[tuple(index)] = organs[tuple(index)]
+            if not organs[tuple(index)].any():
+                empty.add((case, row.slice))
             written += 1
         _save_label(path, data, current)
+    if empty:
+        marked = [replace(r, negative=True) if (r.case, r.slice) in empty else r for r in rows]
+        write_manifest(folder, marked)
     return written

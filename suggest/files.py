@@ -1,13 +1,14 @@
 """What `suggest` writes into the annotation folder: label files, manifest rows, a contact sheet.
 
-Label files keep whatever a person already painted: a new suggestion only writes its own slice
-(zeros, or the model's draft). Every file is written atomically.
+Label files are written by the folder's one writer (`synth.annotations.write_case`), which keeps
+whatever a person already painted: a new suggestion only writes its own slice (zeros, or the
+model's draft). Every file is written atomically.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,16 +19,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.atomic import atomic_path  # noqa: E402
-from core.volume import Volume, file_slice, from_zyx, to_zyx  # noqa: E402
-from evaluate.reports import label_colormap, nifti_bytes  # noqa: E402
+from core.volume import Volume, file_slice  # noqa: E402
+from evaluate.reports import label_colormap  # noqa: E402
 from synth.annotations import (  # noqa: E402
     SliceRow,
     label_path,
     sha256_bytes,
-    slice_sha256,
     source_shape,
+    write_case,
 )
-from synth.datasets.nifti_io import read_label  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -52,38 +52,12 @@ def slice_position_mm(volume: Volume, z: int) -> tuple[int, int, float]:
     return axis, index, float(world[direction])
 
 
-def write_case_labels(
-    folder: Path, volume: Volume, drafts: Mapping[int, np.ndarray]
-) -> tuple[str, dict[int, str]]:
-    """Write `<folder>/labels/<case>.nii.gz` with `drafts` (axial index -> H x W) on new slices.
-
-    An existing file keeps its voxels elsewhere. Returns (SHA-256 of the file written, file
-    slice index -> SHA-256 of that slice as written), for the manifest.
-    """
-    path = label_path(folder, volume.case)
-    shape = source_shape(volume)
-    if path.is_file():
-        label = to_zyx(read_label(path).data.astype(np.uint8), volume.affine)
-    else:
-        label = to_zyx(np.zeros(shape, np.uint8), volume.affine)
-    for z, draft in drafts.items():
-        label[z] = draft
-    data = nifti_bytes(label, volume.affine, volume.header, compress=True)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    planes_ijk = from_zyx(label, volume.affine)
-    hashes = {}
-    for z in drafts:
-        axis, index = file_slice(z, shape, volume.affine)
-        hashes[index] = slice_sha256(np.moveaxis(planes_ijk, axis, 0)[index])
-    return sha256_bytes(data), hashes
-
-
 def manifest_rows(
     folder: Path,
     suggestions: Sequence[Suggestion],
     strategy: str,
     round_: int,
+    num_classes: int,
     earlier: Sequence[SliceRow] = (),
 ) -> list[SliceRow]:
     """Write each suggested case's label file; return the whole manifest (`earlier` rows, then
@@ -102,7 +76,7 @@ def manifest_rows(
         path = label_path(folder, case)
         before[case] = sha256_bytes(path.read_bytes()) if path.is_file() else None
         drafts = {s.z: s.draft for s in items}
-        file_hashes[case] = write_case_labels(folder, items[0].volume, drafts)
+        file_hashes[case] = write_case(folder, items[0].volume, drafts, num_classes)
     kept = [
         replace(row, file_sha256=file_hashes[row.case][0])
         if row.case in file_hashes and row.file_sha256 == before[row.case]

@@ -30,7 +30,15 @@ from core.volume import Volume
 from evaluate.inference import predict_volume
 from suggest import features, strategies
 from suggest.files import Suggestion, contact_sheet, manifest_rows
-from synth.annotations import MANIFEST, SliceRow, canonical_z, read_manifest, write_manifest
+from synth.annotations import (
+    MANIFEST,
+    SliceRow,
+    canonical_z,
+    check_folder,
+    has_manifest,
+    write_manifest,
+)
+from synth.check import refuse
 from synth.datasets import open_dataset
 from synth.datasets.base import resize_volume
 from train.adapter_io import load_adapter
@@ -203,16 +211,18 @@ def run(
     if n < 1:
         raise ParamsError(f"suggest: --n must be >= 1, got {n}")
     ensure_parent(Path(out) / MANIFEST)  # an unwritable folder fails before any scan is read
-    rows = read_manifest(out) if (Path(out) / MANIFEST).is_file() else []
     reader = open_dataset(params.dataset, params.seed)
     cases = reader.cases("train")
     if not cases:
         raise InputError(reader.root, "no training scans to suggest slices from")
-    unknown = sorted({r.case for r in rows} - set(cases))
-    if unknown:
-        raise InputError(
-            Path(out) / MANIFEST, f"case {unknown[0]} is not a training scan of {reader.root}"
-        )
+    rows = []
+    if has_manifest(out):
+        # A later round rewrites label files: never one the folder's checks refuse (a flipped or
+        # re-gridded file would be written back on the scan's grid and its fault hidden).
+        # Slices not painted yet are no reason to stop.
+        checked = check_folder(reader, Path(out))
+        refuse(checked.blocking, Path(out), "nothing written (`fewsam data check` lists them)")
+        rows = checked.rows
     device = pick_device(params.train.device)
     model = None
     if adapter is not None:
@@ -222,7 +232,7 @@ def run(
     picks = choose(params, scans, n, strategy, params.seed if seed is None else seed)
     suggestions = _drafts(params, picks, reader, scans, model)
     round_ = max((r.round for r in rows), default=0) + 1
-    manifest = manifest_rows(Path(out), suggestions, strategy, round_, rows)
+    manifest = manifest_rows(Path(out), suggestions, strategy, round_, len(reader.classes), rows)
     new_rows = manifest[len(rows) :]
     write_manifest(Path(out), manifest)
     contact_sheet(Path(out) / SHEET, suggestions, new_rows, reader.classes)

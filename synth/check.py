@@ -4,13 +4,17 @@ The checks are the readers' own (`synth.datasets`): missing partner files, unrea
 files, non-NIfTI files, 4D images, NaN/inf voxels, float labels, label ids outside the declared set,
 image/label shape or affine mismatch, empty label volumes, and (with `dataset.slice_size: 0`)
 slices whose size differs between cases, and scans stored obliquely beyond
-`core.volume.OBLIQUE_TOLERANCE_DEG` (they are cut along the nearest axis). Extraction runs the
-same checks on the cases it reads and stops at the first problem.
+`core.volume.OBLIQUE_TOLERANCE_DEG` (they are cut along the nearest axis).
 
-When the annotation folder (`dataset.annotations`) holds a manifest, its problems are listed too
-(`synth.annotations.case_problems`): a listed case that is no training scan, a label file missing,
-unreadable, on another grid or with ids outside the classes, a listed slice outside the scan or
-never saved, and labeled voxels on a slice the manifest does not list.
+When the annotation folder (`dataset.annotations`) holds a manifest, its problems are listed too,
+with the dataset's (`synth.annotations.check_folder`): a listed case that is no training scan, a
+row listed twice, a label file missing, unreadable, on another grid, shape or orientation, or
+with ids outside the classes, a listed slice outside the scan, never saved, or empty without
+being marked negative, and labeled voxels on a slice the manifest does not list.
+
+Extraction refuses the same: with a manifest it runs `problems` on the training cases (the
+cases it reads) and prints the same lines before it stops; without one (the paper's protocol,
+fully labeled volumes) it stops at the first problem of a case it reads, tilt included.
 """
 
 from __future__ import annotations
@@ -22,16 +26,22 @@ from core.errors import FewsamError
 from core.params import Params
 from core.progress import track
 from core.volume import OBLIQUE_TOLERANCE_DEG, Volume, obliquity_deg
-from synth.annotations import (
-    MANIFEST,
-    case_problems,
-    listed_cases,
-    manifest_problems,
-    read_manifest,
-)
+from synth.annotations import check_folder, has_manifest
 from synth.datasets import BaseReader, Problem, open_dataset
 
-__all__ = ["Problem", "find_problems", "iter_volumes", "run"]
+__all__ = ["Problem", "find_problems", "iter_volumes", "problems", "refuse", "run"]
+
+
+def tilt_problem(volume: Volume) -> Problem | None:
+    """A problem when `volume`'s axes are more than OBLIQUE_TOLERANCE_DEG off the world axes."""
+    tilt = obliquity_deg(volume.affine)
+    if tilt <= OBLIQUE_TOLERANCE_DEG:
+        return None
+    return Problem(
+        volume.source,
+        f"oblique scan: its axes are {tilt:.1f} degrees off the world axes "
+        f"(more than {OBLIQUE_TOLERANCE_DEG:g}); resample it to the scanner axes",
+    )
 
 
 def _slice_problem(volume: Volume, first: tuple[str, tuple[int, int]] | None) -> Problem | None:
@@ -60,7 +70,7 @@ def iter_volumes(
     first: tuple[str, tuple[int, int]] | None = None
     for case in track(cases, description):
         volume = reader.load(case)
-        problem = _slice_problem(volume, first)
+        problem = tilt_problem(volume) or _slice_problem(volume, first)
         if problem is not None:
             raise problem.error()
         first = first or (case, (int(volume.image.shape[2]), int(volume.image.shape[3])))
@@ -80,15 +90,9 @@ def find_problems(reader: BaseReader, cases: Iterable[str] | None = None) -> lis
     for case in track(list(cases), "checking"):
         volume, found = reader.read_case(case)
         problems.extend(found)
-        tilt = obliquity_deg(volume.affine) if volume is not None else 0.0
-        if volume is not None and tilt > OBLIQUE_TOLERANCE_DEG:
-            problems.append(
-                Problem(
-                    volume.source,
-                    f"oblique scan: its axes are {tilt:.1f} degrees off the world axes "
-                    f"(more than {OBLIQUE_TOLERANCE_DEG:g}); resample it to the scanner axes",
-                )
-            )
+        tilt = tilt_problem(volume) if volume is not None else None
+        if tilt is not None:
+            problems.append(tilt)
         if volume is not None and reader.slice_size == 0:
             problem = _slice_problem(volume, first)
             if problem is not None:
@@ -100,37 +104,45 @@ def find_problems(reader: BaseReader, cases: Iterable[str] | None = None) -> lis
 
 def annotation_problems(reader: BaseReader, folder: Path) -> list[Problem]:
     """Problems of the annotation folder `folder` (none when it holds no manifest)."""
-    if not (folder / MANIFEST).is_file():
+    if not has_manifest(folder):
         return []
-    rows = read_manifest(folder)
-    problems = manifest_problems(folder, rows, reader.cases("train"))
-    known = set(reader.cases("train"))
-    for case, case_rows in track(list(listed_cases(rows).items()), "checking annotations"):
-        if case in known:
-            volume = reader.load(case, resize=False)
-            problems.extend(case_problems(folder, case_rows, volume, len(reader.classes)))
-    return problems
+    return list(check_folder(reader, folder).problems)
+
+
+def problems(reader: BaseReader, folder: Path, cases: Iterable[str] | None = None) -> list[Problem]:
+    """Every problem `data check` reports: the dataset's (of `cases`, default all), then the
+    annotation folder's."""
+    return [*find_problems(reader, cases), *annotation_problems(reader, folder)]
+
+
+def refuse(found: list[Problem], where: Path, what: str) -> None:
+    """Print each problem on its own line and raise FewsamError (exit code 2) when there is any."""
+    for problem in found:
+        print(problem)
+    if found:
+        raise FewsamError(f"{where}: {len(found)} problem(s) found (listed above); {what}")
 
 
 def run(params: Params, root: Path | None) -> None:
-    """Check the dataset of `params.dataset` (at `root`, default `dataset.root`); print problems.
+    """Check the dataset of `params.dataset` (at `root`, default `dataset.root`) and its
+    annotation folder; print every problem.
 
     Raises FewsamError (exit code 2 on the command line) when any problem is found.
     """
     reader = open_dataset(params.dataset, params.seed, root)
     train, test = reader.cases("train"), reader.cases("test")
-    problems = find_problems(reader, [*train, *test])
-    where = reader.root
-    if not problems:
-        where = Path(params.dataset.annotations)
-        problems = annotation_problems(reader, where)
-    for problem in problems:
-        print(problem)
+    folder = Path(params.dataset.annotations)
+    found = problems(reader, folder, [*train, *test])
     summary = (
         f"{params.dataset.format} dataset {reader.root}: {len(train)} train and {len(test)} test cases, "
         f"classes {', '.join(reader.classes)}; channels {', '.join(reader.channels)}"
     )
-    if problems:
+    if has_manifest(folder):
+        summary += f"; annotations {folder}"
+    if found:
+        where = folder if all(p.path.is_relative_to(folder) for p in found) else reader.root
+        for problem in found:
+            print(problem)
         print(summary)
-        raise FewsamError(f"{where}: {len(problems)} problem(s) found (listed above)")
+        raise FewsamError(f"{where}: {len(found)} problem(s) found (listed above)")
     print(f"{summary}: no problems")

@@ -16,8 +16,9 @@ training volume, never an exemplar slice, stored without labels.
 Annotated scans (the label-a-few-slices path): when the annotation folder `dataset.annotations`
 holds a manifest (`synth.annotations`), training labels are never read. The exemplars are the
 listed slices with the labels a person painted (`exemplars: all`), or `exemplars: N` of them
-spread as above; a listed slice painted all background is a negative exemplar. The pool never
-takes a listed slice.
+spread as above; a listed slice marked `negative` is a negative exemplar (all background). The
+folder is checked first as `fewsam data check` checks it, and any problem stops extraction with
+nothing written. The pool never takes a listed slice.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 
 from core import streams
@@ -35,14 +37,8 @@ from core.atomic import ensure_parent, write_text
 from core.errors import InputError, ParamsError
 from core.params import Params, to_dict
 from core.schema import ExemplarSet, write_exemplars
-from synth.annotations import (
-    MANIFEST,
-    annotated_slices,
-    listed_cases,
-    manifest_problems,
-    read_manifest,
-)
-from synth.check import iter_volumes
+from synth.annotations import MANIFEST, check_folder
+from synth.check import find_problems, iter_volumes, refuse
 from synth.datasets import BaseReader, open_dataset
 
 # case -> axial index -> H x W uint8 label painted on that listed slice
@@ -179,23 +175,32 @@ def run(params: Params, out_h5: Path, out_csv: Path) -> ExemplarSet:
 def _scan_annotated(
     reader: BaseReader, train: list[str], folder: Path
 ) -> tuple[Annotations, list[int]]:
-    """One pass over the training cases: the painted label of every listed slice (by case and
-    axial index) and every case's number of slices; training labels are not read. InputError
-    on a bad annotation (`fewsam data check` lists them all)."""
-    rows = read_manifest(folder)
-    problems = manifest_problems(folder, rows, train)
-    if problems:
-        raise problems[0].error()
-    by_case = listed_cases(rows)
+    """The painted label of every listed slice (by case and axial index, at the stages' slice
+    size) and every case's number of slices; training labels are not read.
+
+    First the checks of `fewsam data check` on the training cases and the annotation folder:
+    every problem is printed, one line each, and FewsamError stops extraction before anything
+    is written, so no mirrored, shifted, empty or unsaved label reaches training this way.
+    """
+    dataset = find_problems(reader, train)
+    checked = check_folder(reader, folder, keep_slices=True)
+    where = reader.root if dataset else folder
+    refuse(
+        [*dataset, *checked.problems], where, "nothing written (`fewsam data check` lists the same)"
+    )
     annotations: Annotations = {}
     depth = []
     for volume in iter_volumes(reader, train, "scanning"):
-        depth.append(int(volume.image.shape[1]))
-        if volume.case in by_case:
-            rows_of = by_case[volume.case]
-            annotations[volume.case] = annotated_slices(
-                folder, rows_of, volume, len(reader.classes)
-            )
+        _, z, h, w = volume.image.shape
+        depth.append(int(z))
+        planes = checked.slices.get(volume.case, {})
+        if planes:
+            annotations[volume.case] = {
+                k: plane
+                if plane.shape == (h, w)
+                else cv2.resize(plane, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+                for k, plane in planes.items()
+            }
         del volume  # free it before the next case is read
     return annotations, depth
 

@@ -1,7 +1,7 @@
 """Extraction from annotated slices, and the paper's protocol left as it was.
 
 With a manifest in `dataset.annotations`, the exemplars are exactly the listed slices with the
-painted labels (an all-background one included: a negative exemplar), `exemplars: N` spreads N
+painted labels (an all-background one marked `negative` included: a negative exemplar), `exemplars: N` spreads N
 of them, and the background pool never takes a listed slice. Without one, the default params on
 the default phantom pick the very exemplars committed in data/exemplars.csv.
 """
@@ -9,6 +9,7 @@ the default phantom pick the very exemplars committed in data/exemplars.csv.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from phantom import annotator
 from phantom import generate as phantom
 from suggest import run as suggest
 from synth import exemplars
-from synth.annotations import canonical_z, label_path, read_manifest
+from synth.annotations import canonical_z, label_path, read_manifest, write_manifest
 from synth.datasets import open_dataset
 
 
@@ -51,6 +52,8 @@ def annotated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = nib.Nifti1Image(volume, img.affine, img.header)
     out.header["descrip"] = b"painted"
     nib.save(out, path)
+    marked = [dataclasses.replace(r, negative=True) if r == negative else r for r in rows]
+    write_manifest(base / "ann", marked)  # and said so in its row
     return {"base": base, "data": data, "rows": rows, "negative": negative}
 
 

@@ -58,6 +58,8 @@ def _shrunk(params_dict: dict[str, Any]) -> dict[str, Any]:
     data = copy.deepcopy(params_dict)
     data["phantom"].update(MICRO_PHANTOM)
     data["train"]["device"] = "cpu"
+    data["exemplars"] = "all"  # every listed slice (3 on 2 training scans)
+    data["synth"]["pool_per_case"] = 2
     return data
 
 
@@ -140,7 +142,7 @@ def _other_shape(s: Setup) -> tuple[Path, str]:
     data = np.zeros((32, 32, 7), np.uint8)
     data[10, 10, 4] = 1
     nib.save(nib.Nifti1Image(data, img.affine), path)
-    return path, "shape 32x32x7 does not match the scan (32x32x8)"
+    return path, "shape 32x32x7 does not match the scan case0006_0000.nii.gz (32x32x8)"
 
 
 def _other_affine(s: Setup) -> tuple[Path, str]:
@@ -149,7 +151,27 @@ def _other_affine(s: Setup) -> tuple[Path, str]:
     affine = img.affine.copy()
     affine[0, 3] += 2.0  # moved 2 mm
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), path)
-    return path, "affine differs from the scan case0006_0000.nii.gz"
+    return path, "affine differs from the scan case0006_0000.nii.gz (by up to 2 mm)"
+
+
+def mirror_along_i(path: Path) -> None:
+    """Save the file flipped along i with the affine adjusted, as a viewer saving in its own
+    orientation does: the same anatomy in world space, stored R,P,S instead of L,P,S."""
+    img = nib.load(path)
+    data = np.asarray(img.dataobj)[::-1].copy()
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, data.shape[0] - 1
+    nib.save(nib.Nifti1Image(data, img.affine @ flip), path)
+
+
+def _mirrored(s: Setup) -> tuple[Path, str]:
+    path = label_path(s.folder, "case0006")
+    mirror_along_i(path)
+    assert nib.aff2axcodes(nib.load(path).affine) == ("R", "P", "S")
+    return path, (
+        "orientation R,P,S differs from the scan case0006_0000.nii.gz (L,P,S): "
+        "saved flipped or re-oriented; save it on the scan's own grid"
+    )
 
 
 def _ids_above(s: Setup) -> tuple[Path, str]:
@@ -163,6 +185,48 @@ def _ids_above(s: Setup) -> tuple[Path, str]:
 def _slice_outside(s: Setup) -> tuple[Path, str]:
     _add_row(s.folder, "case0005", 8)
     return label_path(s.folder, "case0005"), "slice 8 is outside the scan (0..7)"
+
+
+def _slice_negative(s: Setup) -> tuple[Path, str]:
+    _add_row(s.folder, "case0005", -1)  # Python would read it as the last slice
+    return label_path(s.folder, "case0005"), "slice -1 is outside the scan (0..7)"
+
+
+def _slice_far_outside(s: Setup) -> tuple[Path, str]:
+    _add_row(s.folder, "case0006", 40)
+    return label_path(s.folder, "case0006"), "slice 40 is outside the scan (0..7)"
+
+
+def _duplicated_row(s: Setup) -> tuple[Path, str]:
+    rows = read_manifest(s.folder)
+    write_manifest(s.folder, [*rows, rows[0]])
+    return s.folder / MANIFEST, "case case0005 slice 2 is listed twice (lines 2 and 5)"
+
+
+def _set_row(folder: Path, case: str, slice_: int, **change: Any) -> None:
+    rows = read_manifest(folder)
+    changed = [
+        dataclasses.replace(r, **change) if (r.case, r.slice) == (case, slice_) else r for r in rows
+    ]
+    write_manifest(folder, changed)
+
+
+def _emptied(s: Setup) -> tuple[Path, str]:
+    def wipe(data: np.ndarray) -> np.ndarray:
+        data[:, :, 4] = 0  # painted, then wiped and saved: empty, and nobody said it is
+        return data
+
+    return _edit_label(s.folder, "case0006", wipe), (
+        "case case0006 slice 4 has no labeled voxel: paint it, or mark it a negative exemplar "
+        "(negative = 1 in its slices.csv row) if it shows none of the classes"
+    )
+
+
+def _negative_painted(s: Setup) -> tuple[Path, str]:
+    _set_row(s.folder, "case0006", 4, negative=True)
+    return label_path(s.folder, "case0006"), (
+        "case case0006 slice 4 is marked negative but has labeled voxels"
+    )
 
 
 def _wrong_axis(s: Setup) -> tuple[Path, str]:
@@ -186,8 +250,14 @@ FAULTS: dict[str, Callable[[Setup], tuple[Path, str]]] = {
     "label file missing": _label_missing,
     "label on another shape": _other_shape,
     "label with another affine": _other_affine,
+    "label saved mirrored (R,P,S)": _mirrored,
     "label ids above the classes": _ids_above,
     "listed slice outside the scan": _slice_outside,
+    "listed slice -1": _slice_negative,
+    "listed slice 40": _slice_far_outside,
+    "row listed twice": _duplicated_row,
+    "listed slice wiped, not marked negative": _emptied,
+    "slice marked negative but painted": _negative_painted,
     "listed slice along another axis": _wrong_axis,
     "labeled voxels on an unlisted slice": _unlisted_voxels,
 }
@@ -231,8 +301,23 @@ def test_annotated_folder_has_no_problem(annotated: Setup) -> None:
             assert not saved[:, :, k].any()
 
 
+def _extract(s: Setup) -> Any:
+    """`fewsam synth extract` in this process, outputs beside the params file."""
+    out = s.params_file.parent / "out"
+    args = ["synth", "extract", "-p", str(s.params_file)]
+    return CliRunner().invoke(
+        app, [*args, "--out", str(out / "ex.h5"), "--csv", str(out / "ex.csv")]
+    )
+
+
+def _problem_lines(output: str, folder: Path) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith(str(folder))]
+
+
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_each_annotation_problem_names_its_file(annotated: Setup, fault: str) -> None:
+    """`data check` and extraction refuse each fault with the same single line; extraction
+    writes nothing."""
     path, message = FAULTS[fault](annotated)
     problems = annotated.problems()
     assert [(p.path, p.problem) for p in problems] == [(path, message)]
@@ -242,6 +327,20 @@ def test_each_annotation_problem_names_its_file(annotated: Setup, fault: str) ->
     assert lines == [f"{path}: {message}"], result.stdout
     assert "1 problem(s) found" in result.stderr and str(annotated.folder) in result.stderr
     assert "Traceback" not in result.output
+    extracted = _extract(annotated)
+    assert extracted.exit_code == 2, (extracted.output, extracted.exception)
+    assert _problem_lines(extracted.stdout, annotated.folder) == [f"{path}: {message}"]
+    assert extracted.stderr.count("\n") == 1 and "nothing written" in extracted.stderr
+    assert not (annotated.params_file.parent / "out").exists() or not any(
+        (annotated.params_file.parent / "out").iterdir()
+    )
+
+
+def test_clean_folder_extracts(annotated: Setup) -> None:
+    """The control of the test above: without a fault, extraction runs and writes."""
+    result = _extract(annotated)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert (annotated.params_file.parent / "out" / "ex.h5").is_file()
 
 
 def test_unsaved_slices_are_reported(setup: Setup) -> None:
@@ -264,29 +363,48 @@ def test_unsaved_slices_are_reported(setup: Setup) -> None:
         result.stdout
     )
     assert "3 problem(s) found" in result.stderr
+    # `dvc repro` straight after `suggest`: extraction refuses the same three lines.
+    extracted = _extract(setup)
+    assert extracted.exit_code == 2
+    assert _problem_lines(extracted.stdout, setup.folder) == _problem_lines(
+        result.stdout, setup.folder
+    )
 
 
-def test_saved_all_background_slice_is_no_problem(setup: Setup) -> None:
-    """A person paints slice 2 of case0005 and saves: slice 5, left empty, is a negative."""
+def test_saved_empty_slice_needs_the_negative_mark(setup: Setup) -> None:
+    """A person paints slice 2 of case0005 and saves: slice 5, left empty in the same file, is
+    not taken as a negative exemplar until its row says so."""
 
     def paint(data: np.ndarray) -> np.ndarray:
         data[10:14, 10:14, 2] = 5
         return data
 
-    _edit_label(setup.folder, "case0005", paint)
-    assert [p.problem for p in setup.problems()] == [
-        "case case0006 slice 4 is listed but was never saved (still as `suggest` wrote it)"
+    path = _edit_label(setup.folder, "case0005", paint)
+    unsaved = "case case0006 slice 4 is listed but was never saved (still as `suggest` wrote it)"
+    empty = (
+        "case case0005 slice 5 has no labeled voxel: paint it, or mark it a negative exemplar "
+        "(negative = 1 in its slices.csv row) if it shows none of the classes"
+    )
+    assert [(p.path, p.problem) for p in setup.problems()] == [
+        (path, empty),
+        (path.parent / "case0006.nii.gz", unsaved),
     ]
+    _set_row(setup.folder, "case0005", 5, negative=True)
+    _set_row(setup.folder, "case0006", 4, negative=True)  # no save needed for a marked one
+    assert setup.problems() == []
+    assert "negative" in (setup.folder / MANIFEST).read_text().splitlines()[0]
 
 
-def test_resaved_unchanged_file_is_no_problem(setup: Setup) -> None:
-    """Saved again with other bytes (a viewer's own writer) but the same all-zero voxels."""
+def test_resaved_unchanged_file_still_needs_paint(setup: Setup) -> None:
+    """Saved again with other bytes (a viewer's own writer) but the same all-zero voxels: no
+    longer "never saved", but still empty, and refused as such."""
     for case in ("case0005", "case0006"):
         _edit_label(setup.folder, case, lambda data: data)
-    assert setup.problems() == []
+    problems = [p.problem for p in setup.problems()]
+    assert len(problems) == 3 and all("has no labeled voxel" in p for p in problems)
 
 
-def test_annotator_saving_an_empty_truth_slice_is_no_problem(setup: Setup, tmp_path: Path) -> None:
+def test_annotator_marks_an_empty_truth_slice_negative(setup: Setup, tmp_path: Path) -> None:
     truth = tmp_path / "truth"
     shutil.copytree(setup.truth, truth)
     # The ground truth of case0006 slice 4 (its only listed slice) becomes empty.
@@ -297,6 +415,11 @@ def test_annotator_saving_an_empty_truth_slice_is_no_problem(setup: Setup, tmp_p
     nib.save(nib.Nifti1Image(data, img.affine, img.header), path)
     annotator.annotate_from_truth(setup.folder, truth)
     assert not np.asarray(nib.load(label_path(setup.folder, "case0006")).dataobj).any()
+    assert [(r.case, r.negative) for r in read_manifest(setup.folder)] == [
+        ("case0005", False),
+        ("case0005", False),
+        ("case0006", True),
+    ]
     assert setup.problems() == []
 
 
@@ -308,7 +431,7 @@ def test_no_manifest_means_no_annotation_problem(setup: Setup, tmp_path: Path) -
 # ---- read_manifest ----
 
 HEADER = ",".join(FIELDS)
-ROW = "case0005,2,2,-37.500,1,spread,,1,aa,bb"
+ROW = "case0005,2,2,-37.500,1,spread,,1,aa,bb,"
 
 
 def _manifest(tmp_path: Path, text: str) -> Path:
@@ -349,12 +472,25 @@ def test_read_manifest_minimal_columns(tmp_path: Path) -> None:
     [
         ("case,slice\ncase0005,2\n", "missing column(s) axis"),
         ("slice,axis\n2,2\n", "missing column(s) case"),
-        (f"{HEADER}\n{ROW}\n{ROW}\n", "case case0005 slice 2 is listed twice"),
-        (f"{HEADER}\ncase0005,two,2,0,1,spread,,1,aa,bb\n", "line 2: not a valid row"),
-        (f"{HEADER}\n{ROW}\ncase0006,4,2,0,1,spread,high,1,aa,bb\n", "line 3: not a valid row"),
-        (f"{HEADER}\ncase0005,2,z,0,1,spread,,1,aa,bb\n", "line 2: not a valid row"),
+        ("case,slice,axis\ncase0005,2.5,2\n", "line 2: not a valid row (slice '2.5'"),
+        ("case,slice,axis,negative\ncase0005,2,2,maybe\n", "line 2: not a valid row (negative"),
+        ("case,slice,axis\ncase0005,2,2,7\n", "line 2: more cells than columns"),
+        ("", "empty manifest"),
+        (f"{HEADER}\ncase0005,two,2,0,1,spread,,1,aa,bb,\n", "line 2: not a valid row"),
+        (f"{HEADER}\n{ROW}\ncase0006,4,2,0,1,spread,high,1,aa,bb,\n", "line 3: not a valid row"),
+        (f"{HEADER}\ncase0005,2,z,0,1,spread,,1,aa,bb,\n", "line 2: not a valid row"),
     ],
-    ids=["no axis", "no case", "duplicate", "bad slice", "bad score", "bad axis"],
+    ids=[
+        "no axis",
+        "no case",
+        "half slice",
+        "bad negative",
+        "extra cell",
+        "empty",
+        "bad slice",
+        "bad score",
+        "bad axis",
+    ],
 )
 def test_read_manifest_errors_name_the_manifest(tmp_path: Path, text: str, message: str) -> None:
     _manifest(tmp_path, text)
@@ -369,3 +505,42 @@ def test_read_manifest_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         read_manifest(tmp_path)
     assert err.value.path == tmp_path / MANIFEST and "not found" in err.value.problem
+
+
+def test_read_manifest_as_spreadsheets_save_it(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" (BOM, CRLF), a trailing blank line and a row of empty cells, columns
+    in another order with spaces and capitals, an extra column, `3.0` for 3: read as written,
+    and the extra column kept when fewsam writes the manifest back."""
+    text = (
+        "\ufeffAxis , Case,note,slice,negative\r\n"
+        "2,case0005,liver looks odd,3.0,\r\n"
+        "2,case0006,,4,yes\r\n"
+        ",,,,\r\n"
+        "\r\n"
+    )
+    (tmp_path / MANIFEST).write_bytes(text.encode("utf-8"))
+    rows = read_manifest(tmp_path)
+    assert [(r.case, r.slice, r.axis, r.negative, r.extra, r.line) for r in rows] == [
+        ("case0005", 3, 2, False, (("note", "liver looks odd"),), 2),
+        ("case0006", 4, 2, True, (("note", ""),), 3),
+    ]
+    write_manifest(tmp_path, rows)
+    lines = (tmp_path / MANIFEST).read_text().splitlines()
+    assert lines[0] == HEADER + ",note"
+    assert lines[1].endswith(",liver looks odd") and lines[2].split(",")[-2:] == ["1", ""]
+    again = read_manifest(tmp_path)  # (position_mm is NaN here, which equals nothing)
+    assert [dataclasses.replace(r, position_mm=0.0) for r in again] == [
+        dataclasses.replace(r, position_mm=0.0) for r in rows
+    ]
+
+
+def test_read_manifest_semicolons(tmp_path: Path) -> None:
+    """A spreadsheet in a comma-decimal locale separates with `;`."""
+    rows = read_manifest(_manifest(tmp_path, "case;slice;axis;position_mm\ncase0005;3;2;12.5\n"))
+    assert [(r.case, r.slice, r.axis, r.position_mm) for r in rows] == [("case0005", 3, 2, 12.5)]
+
+
+def test_read_manifest_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST).write_bytes("case,slice,axis\ncas\xe9,3,2\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8 text"):
+        read_manifest(tmp_path)

@@ -219,7 +219,7 @@ def test_spread_writes_manifest_labels_and_sheet(
     rows = suggest.run(params, folder, 3, "spread")
     text = (folder / MANIFEST).read_text()
     assert text.splitlines()[0] == (
-        "case,slice,axis,position_mm,rank,strategy,score,round,draft_sha256,file_sha256"
+        "case,slice,axis,position_mm,rank,strategy,score,round,draft_sha256,file_sha256,negative"
     )
     assert tuple(text.splitlines()[0].split(",")) == FIELDS
     table = _csv_rows(folder)

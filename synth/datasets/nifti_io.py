@@ -10,6 +10,7 @@ and an image/label pair whose shape or affine differ.
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -18,9 +19,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
+from nibabel.openers import ImageOpener
+from nibabel.spatialimages import HeaderDataError
+from nibabel.wrapstruct import WrapStructError
 
 from core.errors import InputError
-from core.volume import spacing_zyx, to_zyx
+from core.volume import from_zyx, spacing_zyx, to_zyx
 
 # What nibabel raises on damaged files: bad gzip streams, short reads, bad headers.
 _READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error, struct.error)
@@ -53,11 +57,30 @@ class NiftiVolume:
         return to_zyx(self.data if data is None else data, self.affine)
 
 
+def load_nifti(path: Path) -> nib.spatialimages.SpatialImage:
+    """`nib.load(path)`, for a mixed-case extension (`scan.Nii.gz`) too.
+
+    nibabel rebuilds the file name from the extension, lower-cased unless all upper case, so it
+    looks for `scan.nii.gz` and misses the file; such a name is opened by its own path here.
+    """
+    match = re.search(r"\.nii(\.gz)?$", path.name, re.IGNORECASE)
+    ext = match.group(0) if match else ""
+    if ext in (ext.lower(), ext.upper()):
+        return nib.load(path)
+    with ImageOpener(str(path)) as f:  # decompresses by the extension, in any case
+        block = f.read(nib.Nifti2Header.template_dtype.itemsize)
+    cls = nib.Nifti2Image if nib.Nifti2Header.may_contain_header(block) else nib.Nifti1Image
+    try:
+        return cls.from_file_map({"image": nib.FileHolder(filename=str(path))})
+    except (HeaderDataError, WrapStructError) as e:  # what nib.load reports as ImageFileError
+        raise ImageFileError(f"not a NIfTI header ({e})") from None
+
+
 def _open(path: Path, what: str) -> nib.Nifti1Image:
     if not path.is_file():
         raise InputError(path, f"{what} file not found")
     try:
-        img = nib.load(path)
+        img = load_nifti(path)
     except _READ_ERRORS as e:
         raise InputError(path, _diagnose(path, e)) from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
@@ -69,7 +92,7 @@ def _diagnose(path: Path, error: BaseException) -> str:
     """Why nibabel could not open `path`: truncated gzip, not gzip at all, or not NIfTI inside."""
     if path.stat().st_size == 0:
         return "empty file"
-    if path.name.endswith(".gz"):
+    if path.name.lower().endswith(".gz"):
         try:
             with gzip.open(path, "rb") as f:
                 while f.read(1 << 20):
@@ -194,3 +217,23 @@ def check_same_grid(image: NiftiVolume, other: NiftiVolume) -> None:
         raise InputError(
             other.path, f"affine differs from {image.path.name} (by up to {diff:.4g} mm)"
         )
+
+
+def label_nifti_bytes(
+    label_zyx: np.ndarray, affine: np.ndarray, header: object | None, compress: bool
+) -> bytes:
+    """A label map as NIfTI-1 file bytes with the source affine and header.
+
+    label_zyx: Z x H x W uint8 in the `core.volume` convention (written back as the file's
+    I x J x K by `from_zyx` with the same affine).
+    The header keeps the source geometry (qform/sform and their codes, units, description); its
+    data type becomes uint8, intensity scaling and display range are cleared.
+    """
+    hdr = nib.Nifti1Header.from_header(header) if isinstance(header, nib.Nifti1Header) else None
+    img = nib.Nifti1Image(from_zyx(label_zyx.astype(np.uint8, copy=False), affine), affine, hdr)
+    img.set_data_dtype(np.uint8)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header["cal_min"] = 0.0
+    img.header["cal_max"] = 0.0
+    raw = img.to_bytes()
+    return gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw
