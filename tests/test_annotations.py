@@ -23,7 +23,7 @@ import yaml
 from dvc_project import MICRO_PHANTOM
 from typer.testing import CliRunner
 
-from core.errors import InputError
+from core.errors import FewsamError, InputError
 from core.params import Params, parse_params
 from fewsam.cli import app
 from phantom import annotator
@@ -544,3 +544,52 @@ def test_read_manifest_not_utf8(tmp_path: Path) -> None:
     (tmp_path / MANIFEST).write_bytes("case,slice,axis\ncas\xe9,3,2\n".encode("latin-1"))
     with pytest.raises(InputError, match="not UTF-8 text"):
         read_manifest(tmp_path)
+
+
+# ---- a later `suggest` round ----
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_second_round_refuses_a_mirrored_file_and_leaves_it(annotated: Setup) -> None:
+    """Round 2 would rewrite case0006's file on the scan's grid, hiding the flip for good: it
+    stops with the line `data check` gives, and the folder keeps every byte."""
+    path, message = _mirrored(annotated)
+    before = _snapshot(annotated.folder)
+    with pytest.raises(FewsamError):
+        suggest.run(annotated.params, annotated.folder, 2, "spread")
+    assert _snapshot(annotated.folder) == before
+    args = ["synth", "suggest", "--n", "2", "--strategy", "spread", "--out", str(annotated.folder)]
+    result = CliRunner().invoke(app, [*args, "-p", str(annotated.params_file)])
+    assert result.exit_code == 2, result.output
+    assert _problem_lines(result.stdout, annotated.folder) == [f"{path}: {message}"]
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: ")
+    assert _snapshot(annotated.folder) == before
+
+
+def test_second_round_goes_on_over_unfinished_slices(setup: Setup) -> None:
+    """Slices not painted yet are the normal state between rounds: no reason to stop."""
+    rows = suggest.run(setup.params, setup.folder, 2, "spread")
+    assert len(rows) == 2 and len(read_manifest(setup.folder)) == 5
+
+
+def test_check_lists_dataset_and_annotation_problems_together(
+    annotated: Setup, tmp_path: Path
+) -> None:
+    """A damaged test scan does not hide an annotation problem (nor the reverse)."""
+    root = tmp_path / "scans"
+    shutil.copytree(annotated.params.dataset.root, root)
+    damaged = root / "imagesTs" / "case0001_0000.nii.gz"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    data = yaml.safe_load(annotated.params_file.read_text())
+    data["dataset"]["root"] = str(root)
+    annotated.params_file.write_text(yaml.safe_dump(data))
+    path, message = _mirrored(annotated)
+    result = _check(annotated.params_file)
+    assert result.exit_code == 2, result.output
+    lines = result.stdout.splitlines()
+    assert f"{path}: {message}" in lines
+    assert [line for line in lines if line.startswith(f"{damaged}: ")], result.stdout
+    assert "2 problem(s) found" in result.stderr

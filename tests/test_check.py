@@ -9,6 +9,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 from dataset_files import (
     AFFINE,
     SHAPE,
@@ -22,7 +23,10 @@ from dataset_files import (
 from typer.testing import CliRunner
 
 from core.errors import InputError
+from core.params import parse_params
 from fewsam.cli import app
+from synth.check import find_problems
+from synth.datasets import open_dataset
 from synth.datasets.nifti_io import read_image
 from synth.datasets.synapse import CLASSES, TEST_IDS, TRAIN_IDS
 
@@ -264,3 +268,66 @@ def test_trailing_singleton_axis_is_3d_and_2d_is_refused(tmp_path: Path) -> None
     nib.save(img, tmp_path / "b.nii.gz")
     with pytest.raises(InputError, match="2D image"):
         read_image(tmp_path / "b.nii.gz")
+
+
+def _rotated(degrees: float) -> np.ndarray:
+    """AFFINE with its axes turned `degrees` about the world z axis (the origin kept)."""
+    t = np.radians(degrees)
+    turn = np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0.0, 0.0, 1.0]])
+    affine = AFFINE.copy()
+    affine[:3, :3] = turn @ AFFINE[:3, :3]
+    return affine
+
+
+def _tilted_dataset(tmp_path: Path, params_dict: dict[str, Any], degrees: float) -> Path:
+    """The clean Synapse dataset with training scan 6 (image and label alike) turned `degrees`;
+    returns its params file."""
+    root = make_synapse(tmp_path / "ds")
+    label = btcv_label(6)
+    write_nifti(root / IMG, btcv_image(label), _rotated(degrees))
+    write_nifti(root / LABEL, label, _rotated(degrees))
+    return params_file(tmp_path, params_dict, root=str(root), format="synapse")
+
+
+def _reader(params: Path) -> Any:
+    p = parse_params(yaml.safe_load(params.read_text()))
+    return open_dataset(p.dataset, p.seed)
+
+
+@pytest.mark.parametrize("degrees", [30.0, -30.0])
+def test_scan_tilted_30_degrees_is_named_oblique(
+    tmp_path: Path, params_dict: dict[str, Any], degrees: float
+) -> None:
+    """30 degrees is past the 20-degree tolerance whichever way it turns: one problem, the scan
+    named, image and label agreeing (no mismatch line beside it)."""
+    params = _tilted_dataset(tmp_path, params_dict, degrees)
+    found = find_problems(_reader(params))
+    assert len(found) == 1, found
+    assert found[0].path.name == "img0006.nii.gz"
+    assert "oblique scan" in found[0].problem and "30.0 degrees" in found[0].problem
+    result = _invoke(["data", "check", "--params", str(params)])
+    assert result.exit_code == 2, result.output
+    assert [line for line in result.stdout.splitlines() if "oblique" in line] == [str(found[0])]
+    assert "1 problem(s)" in result.stderr
+
+
+def test_scan_tilted_10_degrees_passes(tmp_path: Path, params_dict: dict[str, Any]) -> None:
+    params = _tilted_dataset(tmp_path, params_dict, 10.0)
+    assert find_problems(_reader(params)) == []
+    result = _invoke(["data", "check", "--params", str(params)])
+    assert result.exit_code == 0, result.output
+
+
+def test_extract_refuses_a_scan_tilted_30_degrees(
+    tmp_path: Path, params_dict: dict[str, Any]
+) -> None:
+    params = _tilted_dataset(tmp_path, params_dict, 30.0)
+    out, csv = tmp_path / "ex.h5", tmp_path / "ex.csv"
+    args = ["synth", "extract", "--params", str(params), "--out", str(out), "--csv", str(csv)]
+    result = _invoke(args)
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert str(tmp_path / "ds" / IMG) in lines[0] and "oblique scan" in lines[0]
+    assert "Traceback" not in result.output
+    assert not out.exists() and not csv.exists()
