@@ -462,8 +462,36 @@ def parse_params(data: Any, source: str = "params") -> Params:
         raise ParamsError(f"{source}: {e}") from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate a params file with a safe YAML loader."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping: `yaml.safe_load` keeps the
+    last value without a word, so an edit below an older line of the same key would be ignored."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._paths: dict[yaml.Node, str] = {}  # value node -> its dotted key
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        prefix = self._paths.get(node)
+        lines: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges; keys given beside it override, as YAML means
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            try:
+                first = lines.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base class says so
+            if first is not None:
+                raise ParamsError(f"{dotted}: duplicate key (lines {first} and {line})")
+            lines[key] = line
+            self._paths[value_node] = dotted
+        return super().construct_mapping(node, deep)
+
+
+def read_params_file(path: str | Path) -> Any:
+    """The parsed YAML of a params file, not yet validated; ParamsError names the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -474,7 +502,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except (OSError, UnicodeDecodeError) as e:
         raise ParamsError(f"{path}: cannot be read ({e})") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return parse_params(data, str(path))
+    except ParamsError as e:
+        raise ParamsError(f"{path}: {e}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file with a safe YAML loader."""
+    return parse_params(read_params_file(path), str(path))

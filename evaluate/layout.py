@@ -32,9 +32,12 @@ def evaluation_cases(reader: BaseReader, max_cases: int) -> list[str]:
     """The test cases evaluation covers: the first `max_cases` (0 = all) in sorted order.
 
     May be empty (a dataset of unlabeled training scans without imagesTs): infer then writes no
-    label map and score says that nothing was scored.
+    label map and score says that nothing was scored. InputError when the reader found the test
+    split empty by mistake (`test_problem`: an imagesTs folder without scans).
     """
     cases = reader.cases("test")
+    if not cases and reader.test_problem is not None:
+        raise reader.test_problem.error()
     if max_cases:
         cases = cases[:max_cases]
     return cases

@@ -9,8 +9,12 @@ Inputs, checked against the adapter's channels (`config.json` "channels", e.g. [
   axis, in the adapter's order;
 - a case folder with one file per channel: `<case>_<channel>.nii.gz` (BraTS: `_flair`, `_t1ce`,
   ...), `<channel>.nii.gz`, or nnU-Net's `<case>_0000.nii.gz`, `<case>_0001.nii.gz`, ...; other
-  files beside them (`_seg`, unused modalities) are ignored;
-- a folder of such inputs, searched recursively.
+  files beside them (`_seg`, unused modalities) are skipped;
+- a folder of such inputs, searched recursively; files that are not NIfTI are skipped.
+
+Extensions may be in any case (`.NII.GZ`, `.Nii`); label maps are written as `<case>.nii.gz`.
+Each skipped file, hidden ones (`.DS_Store`) aside, is named on stderr once every scan is
+segmented, one line each.
 
 The adapter's config is checked first (`evaluate.adapter_check`, the check `evaluate infer` makes
 too, here with nothing to compare it with but the inputs' channel counts). Preprocessing is the
@@ -25,6 +29,7 @@ atomically, so an interrupted run leaves finished outputs whole and the others a
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +52,10 @@ from evaluate.adapter_check import check_adapter
 from evaluate.inference import predict_volume
 from evaluate.reports import write_nifti
 from synth.datasets.base import ct_window, percentile_normalize, resize_volume
-from synth.datasets.nifti_io import check_same_grid, read_image
+from synth.datasets.nifti_io import check_same_grid, load_nifti, read_image
 from train.adapter_io import CONFIG_FILE, load_adapter, read_adapter_config
 
-_NII = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$")
+_NII = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$", re.IGNORECASE)  # `.NII.GZ` from some exporters
 _INDEX = re.compile(r"^\d{4}$")  # nnU-Net channel suffix
 
 
@@ -62,9 +67,13 @@ class Scan:
     files: tuple[Path, ...]
 
 
+def _hidden(path: Path) -> bool:
+    return path.name.startswith(".")
+
+
 def _stem(path: Path) -> str | None:
     m = _NII.match(path.name)
-    return m.group("stem") if m and not path.name.startswith(".") else None
+    return m.group("stem") if m and not _hidden(path) else None
 
 
 def _channel_of(stem: str, channels: Sequence[str]) -> tuple[str, int] | None:
@@ -80,16 +89,23 @@ def _channel_of(stem: str, channels: Sequence[str]) -> tuple[str, int] | None:
     return None
 
 
-def find_scans(input_path: Path, channels: Sequence[str]) -> list[Scan]:
-    """The scans under `input_path` (a file, a case folder, or a folder of either)."""
+def find_scans(
+    input_path: Path, channels: Sequence[str]
+) -> tuple[list[Scan], list[tuple[Path, str]]]:
+    """The scans under `input_path` (a file, a case folder, or a folder of either), and the
+    files of a folder that are no input, each with the reason."""
     if input_path.is_file():
         stem = _stem(input_path)
         if stem is None:
             raise InputError(input_path, "not a NIfTI file (.nii or .nii.gz)")
-        return [Scan(stem, (input_path,))]
+        return [Scan(stem, (input_path,))], []
     if not input_path.is_dir():
         raise InputError(input_path, "input not found")
-    files = sorted(p for p in input_path.rglob("*") if p.is_file() and _stem(p) is not None)
+    everything = sorted(p for p in input_path.rglob("*") if p.is_file())
+    files = [p for p in everything if _stem(p) is not None]
+    # Hidden files (`.DS_Store`, macOS `._scan.nii.gz` copies, editor temporaries) are the
+    # system's, not the user's: naming each would bury the skips worth reading.
+    skipped = [(p, "not a NIfTI file") for p in everything if _stem(p) is None and not _hidden(p)]
     if not files:
         raise InputError(input_path, "no .nii or .nii.gz file in this folder")
     groups: dict[tuple[Path, str], dict[int, Path]] = {}
@@ -119,7 +135,9 @@ def find_scans(input_path: Path, channels: Sequence[str]) -> list[Scan]:
     grouped_folders = {folder for folder, _ in groups}
     for path in loose:
         if path.parent in grouped_folders:
-            continue  # segmentations or unused modalities beside a case's channel files
+            # Segmentations or unused modalities beside a case's channel files.
+            skipped.append((path, f"not one of the model's channels ({', '.join(channels)})"))
+            continue
         stem = _stem(path) or path.name
         prefix, _, suffix = stem.rpartition("_")
         scans.append(Scan(prefix if prefix and _INDEX.match(suffix) else stem, (path,)))
@@ -127,7 +145,7 @@ def find_scans(input_path: Path, channels: Sequence[str]) -> list[Scan]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputError(input_path, f"several inputs would be written as {dupes[0]}.nii.gz")
-    return scans
+    return scans, sorted(skipped)
 
 
 def channel_count(scan: Scan) -> int:
@@ -136,7 +154,7 @@ def channel_count(scan: Scan) -> int:
         return len(scan.files)
     path = scan.files[0]
     try:
-        shape = nib.load(path).shape
+        shape = load_nifti(path).shape
     except Exception as e:  # nibabel raises many types on foreign or damaged files
         raise InputError(path, f"not a readable NIfTI file ({e})") from None
     dims = list(shape)
@@ -167,7 +185,7 @@ def check_channels(scan: Scan, channels: Sequence[str]) -> None:
 def _read_4d(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     """I x J x K x C float32 data of a 4D NIfTI (checked finite) and its image."""
     try:
-        img = nib.load(path)
+        img = load_nifti(path)
         data = img.get_fdata(dtype=np.float32, caching="unchanged")  # the image keeps no copy
     except Exception as e:  # truncated gzip, short reads, bad headers
         raise InputError(path, f"unreadable or truncated NIfTI ({e})") from None
@@ -210,13 +228,15 @@ def read_scan(scan: Scan, channels: Sequence[str], dataset: dict[str, Any]) -> V
 
 
 def output_paths(scans: list[Scan], output: Path) -> list[Path]:
-    """Where each scan's label map goes: `output` itself when it names a NIfTI file."""
-    if _stem(output) is not None:
+    """Where each scan's label map goes: `output` itself when it names a NIfTI file (its
+    extension in lower case, which `write_nifti` compresses by and nibabel reads back)."""
+    stem = _stem(output)
+    if stem is not None:
         if len(scans) != 1:
             raise InputError(
                 output, f"the input holds {len(scans)} scans: give a folder as --output"
             )
-        return [output]
+        return [output.with_name(stem + output.name[len(stem) :].lower())]
     return [output / f"{s.name}.nii.gz" for s in scans]
 
 
@@ -265,7 +285,7 @@ def run(
         raise ParamsError("--checkpoint goes with the adapter; the U-Net has no base weights")
     config = read_model_config(adapter, unet)
     channels = tuple(config["channels"])
-    scans = find_scans(input_path, channels)
+    scans, skipped = find_scans(input_path, channels)
     for scan in scans:  # refuse before computing anything
         check_channels(scan, channels)
     targets = output_paths(scans, output)
@@ -292,4 +312,7 @@ def run(
             )
             write_nifti(target, label, volume.affine, volume.header)
             written.append(target)
+    # After the work, so that a run that fails prints its one error line and nothing else.
+    for path, why in skipped:
+        print(f"predict: skipped {path} ({why})", file=sys.stderr)
     return written

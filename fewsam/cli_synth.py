@@ -16,7 +16,7 @@ app = new_app("Exemplars and exemplar-guided synthesis.")
 @expected_errors
 def synth_suggest(
     params: Path = PARAMS_OPTION,
-    n: int = typer.Option(6, "--n", min=1, help="Number of new slices to label."),
+    n: int = typer.Option(6, "--n", help="Number of new slices to label (>= 1)."),
     out: Path | None = typer.Option(
         None, help="Annotation folder (default: dataset.annotations); earlier rows are kept."
     ),

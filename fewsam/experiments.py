@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from core.errors import ParamsError
-from core.params import Params, parse_params
+from core.params import Params, parse_params, read_params_file
 from fewsam import exp_archive
 from fewsam.ablation import ABLATION_KEYS, VARIANTS, overrides
 from fewsam.exp_records import DvcError, ExpRecord, read_experiments, run_dvc
@@ -125,10 +125,7 @@ def check_params(params_path: Path, extra: Sequence[str], ablation: bool = False
     for item in extra:
         if parse_override(item)[0] in fixed:
             raise ParamsError(f"--set {item}: the grid sets {', '.join(fixed)} itself")
-    try:
-        data = yaml.safe_load(params_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise ParamsError(f"{params_path}: cannot be read ({e})") from None
+    data = read_params_file(params_path)
     if not isinstance(data, dict):
         raise ParamsError(f"{params_path}: must be a mapping of sections")
     source = f"{params_path} with --set"

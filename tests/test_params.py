@@ -1,4 +1,4 @@
-"""params.yaml -> frozen dataclasses: unknown, missing, mistyped and out-of-range keys fail by name."""
+"""params.yaml -> frozen dataclasses: unknown, missing, duplicated, mistyped and out-of-range keys fail by name."""
 
 from __future__ import annotations
 
@@ -10,10 +10,20 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import REPO
+from reliability_files import assert_installed_one_line_error, run_installed
 from typer.testing import CliRunner
 
 from core.errors import ParamsError
-from core.params import Params, fingerprint, load_params, parse_params, to_dict
+from core.params import (
+    Params,
+    fingerprint,
+    load_params,
+    parse_params,
+    read_params_file,
+    to_dict,
+)
+from fewsam.experiments import check_params
 
 
 def _with(params_dict: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
@@ -111,6 +121,47 @@ def test_missing_params_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["synth", "extract", "--params", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
     assert "nope.yaml: not found" in result.output
+
+
+def _duplicated(folder: Path, key: str) -> tuple[Path, int, int]:
+    """The repository's params.yaml with `key` (`seed` or `section.name`) given again, another
+    value, on the line below its first; the file and the two line numbers."""
+    lines = (REPO / "params.yaml").read_text(encoding="utf-8").splitlines(keepends=True)
+    *section, name = key.split(".")
+    start = lines.index(f"{section[0]}:\n") if section else 0
+    indent = "  " * len(section)
+    first = next(i for i in range(start, len(lines)) if lines[i].startswith(f"{indent}{name}:"))
+    lines.insert(first + 1, f"{indent}{name}: 7\n")
+    path = folder / "params.yaml"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path, first + 1, first + 2
+
+
+@pytest.mark.parametrize("key", ["seed", "train.lr"])
+def test_duplicate_key_refused_with_both_lines(tmp_path: Path, key: str) -> None:
+    # safe_load would keep the second value without a word; `lr` of baseline and pretrain is
+    # another key, not a duplicate.
+    path, first, second = _duplicated(tmp_path, key)
+    message = f"{path}: {key}: duplicate key (lines {first} and {second})"
+    with pytest.raises(ParamsError) as e:
+        load_params(path)
+    assert str(e.value) == message
+    with pytest.raises(ParamsError) as e:
+        check_params(path, [])  # `fewsam grid` reads the workspace's params the same way
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("key", ["seed", "train.lr"])
+def test_duplicate_key_through_the_installed_command(tmp_path: Path, key: str) -> None:
+    path, first, second = _duplicated(tmp_path, key)
+    proc = run_installed("data", "check", "-p", path, cwd=tmp_path, timeout=120)
+    assert_installed_one_line_error(proc, path, f"{key}: duplicate key", f"{first} and {second}")
+
+
+def test_merge_keys_are_no_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("base: &b {lr: 1, wd: 2}\ntrain:\n  <<: *b\n  lr: 3\n")
+    assert read_params_file(path) == {"base": {"lr": 1, "wd": 2}, "train": {"lr": 3, "wd": 2}}
 
 
 def test_fingerprint_is_stable_and_sensitive(params: Params) -> None:

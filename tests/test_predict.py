@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from reliability_files import assert_one_line_error
 from typer.testing import CliRunner
 
 from baseline.io import load_unet, save_unet
@@ -127,9 +128,89 @@ def test_predict_multichannel_case_folder_and_4d(tmp_path: Path, params_file: Pa
 def test_case_folder_channels_in_adapter_order(tmp_path: Path) -> None:
     for i, m in enumerate(["t2", "flair", "seg", "t1ce"]):
         write_scan(tmp_path / "c" / f"c_{m}.nii.gz", seed=i)
-    (scan,) = find_scans(tmp_path / "c", MR)
+    (scan,), skipped = find_scans(tmp_path / "c", MR)
     assert scan.name == "c"
     assert [p.name for p in scan.files] == ["c_flair.nii.gz", "c_t1ce.nii.gz", "c_t2.nii.gz"]
+    reason = "not one of the model's channels (flair, t1ce, t2)"
+    assert skipped == [(tmp_path / "c" / "c_seg.nii.gz", reason)]
+
+
+def test_find_scans_takes_any_case_of_extension_and_lists_skipped_files(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    for name in ["upper.NII.GZ", "mixed.Nii", "notes.txt", ".DS_Store", "._upper.NII.GZ",
+                 "sub/readme.md"]:  # fmt: skip
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"")  # names only: nothing is read
+    scans, skipped = find_scans(folder, ["CT"])
+    assert [(s.name, [p.name for p in s.files]) for s in scans] == [
+        ("mixed", ["mixed.Nii"]),
+        ("upper", ["upper.NII.GZ"]),
+    ]
+    # Hidden files (system bookkeeping) are left out without a word.
+    assert skipped == [
+        (folder / "notes.txt", "not a NIfTI file"),
+        (folder / "sub" / "readme.md", "not a NIfTI file"),
+    ]
+
+
+def test_predict_any_case_of_extension_names_skipped_files(
+    tmp_path: Path, params_file: Path
+) -> None:
+    adapter = make_adapter(tmp_path / "adapter", params_file, ["CT"], 0)
+    folder = tmp_path / "in"
+    # Written under lower-case names, then renamed: nibabel cannot save a mixed-case one.
+    write_scan(folder / "upper.nii.gz", seed=1)
+    (folder / "upper.nii.gz").rename(folder / "upper.NII.GZ")
+    write_scan(folder / "mixed.nii", seed=2)
+    (folder / "mixed.nii").rename(folder / "mixed.Nii")
+    (folder / "notes.txt").write_text("scanned on the new machine\n")
+    (folder / ".DS_Store").write_bytes(b"\0")
+    out = tmp_path / "out"
+    result = predict("--adapter", str(adapter), "-i", str(folder), "-o", str(out),
+                     "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["mixed.nii.gz", "upper.nii.gz"]
+    assert nib.load(out / "mixed.nii.gz").shape == SHAPE
+    assert result.stdout.splitlines() == [str(out / "mixed.nii.gz"), str(out / "upper.nii.gz")]
+    assert result.stderr.splitlines() == [
+        f"predict: skipped {folder / 'notes.txt'} (not a NIfTI file)"
+    ]
+
+    # A single output file keeps its name, with the extension written in lower case.
+    result = predict("--adapter", str(adapter), "-i", str(folder / "mixed.Nii"),
+                     "-o", str(tmp_path / "seg.NII.GZ"), "-p", str(params_file))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [str(tmp_path / "seg.nii.gz")]
+    seg = nib.load(tmp_path / "seg.nii.gz")  # gzip-compressed, as the name says
+    assert np.array_equal(
+        np.asarray(seg.dataobj), np.asarray(nib.load(out / "mixed.nii.gz").dataobj)
+    )
+
+
+@pytest.mark.parametrize("content", [[], ["notes.txt", "scan.mha", ".DS_Store"]])
+def test_predict_folder_without_nifti_is_one_error(
+    tmp_path: Path, params_file: Path, content: list[str]
+) -> None:
+    adapter = make_adapter(tmp_path / "adapter", params_file, ["CT"], 0)
+    folder = tmp_path / "imagesTs"  # e.g. the test folder of a dataset, not filled yet
+    folder.mkdir()
+    for name in content:
+        (folder / name).write_text("x")
+    out = tmp_path / "out"
+    result = predict("--adapter", str(adapter), "-i", str(folder), "-o", str(out),
+                     "-p", str(params_file))  # fmt: skip
+    assert_one_line_error(result, folder, "no .nii or .nii.gz file in this folder")
+    assert not out.exists()
+
+
+def test_predict_refusal_comes_alone_without_skip_lines(tmp_path: Path, params_file: Path) -> None:
+    adapter = make_adapter(tmp_path / "adapter", params_file, ["CT"], 0)
+    folder = tmp_path / "in"
+    write_scan(folder / "mri4d.nii.gz", shape=(*SHAPE, 3))
+    (folder / "notes.txt").write_text("x")
+    result = predict("--adapter", str(adapter), "-i", str(folder), "-o", str(tmp_path / "out"),
+                     "-p", str(params_file))  # fmt: skip
+    assert_one_line_error(result, folder / "mri4d.nii.gz", "3 channel(s)")
 
 
 def test_ct_window_from_the_adapter_config(tmp_path: Path) -> None:

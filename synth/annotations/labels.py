@@ -57,10 +57,13 @@ class CaseLabels:
     label:    Z x H x W uint8 class ids in the `core.volume` orientation, on the scan's source
               grid (None when the file is missing or unusable).
     problems: every problem found, in the order the checks run.
+    done:     file indices of the listed slices that are ready for training (painted and saved,
+              or marked negative); empty when the file itself has a problem.
     """
 
     label: np.ndarray | None
     problems: list[AnnotationProblem]
+    done: frozenset[int] = frozenset()  # file indices of the listed slices with no problem
 
     @property
     def usable(self) -> bool:
@@ -165,8 +168,10 @@ def read_case(folder: Path, rows: list[SliceRow], volume: Volume, num_classes: i
             why = f"case {case} slice {int(k)} has labeled voxels but is not listed in {MANIFEST}"
             problems.append(AnnotationProblem(path, why))
     unsaved = sha256_bytes(path.read_bytes())
+    done = set()
     for row in rows:
         k = row.slice
+        before = len(problems)
         if row.negative:  # marked on purpose: no save needed for an all-background slice
             if painted[k]:
                 why = f"case {case} slice {k} is marked negative but has labeled voxels"
@@ -182,7 +187,9 @@ def read_case(folder: Path, rows: list[SliceRow], volume: Volume, num_classes: i
                 f"exemplar (negative = 1 in its {MANIFEST} row) if it shows none of the classes"
             )
             problems.append(AnnotationProblem(path, why, unfinished=True))
-    return CaseLabels(to_zyx(ids, volume.affine), problems)
+        if len(problems) == before:
+            done.add(k)
+    return CaseLabels(to_zyx(ids, volume.affine), problems, frozenset(done))
 
 
 def write_case(

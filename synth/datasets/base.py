@@ -60,6 +60,9 @@ class BaseReader:
         self.slice_size = slice_size
         self._splits: dict[str, list[str]] = {s: [] for s in SPLITS}
         self._layout: list[Problem] = []
+        # Why the test split is empty when that looks like a mistake rather than a dataset
+        # without test scans; evaluation refuses to run on it, the other stages do not need it.
+        self.test_problem: Problem | None = None
 
     def cases(self, split: str) -> list[str]:
         """Case ids of `split` ("train" or "test"), sorted."""

@@ -10,11 +10,12 @@ Without a labeled test folder the cases of imagesTr are split with a seed and
 `dataset.test_fraction`. Unlabeled scans (the label-a-few-slices path, `dataset.annotations`): an
 imagesTr without labelsTr holds unlabeled training scans, all of them training cases, and the
 test cases are those of imagesTs, labeled when labelsTs holds their labels, else unlabeled (they
-are then segmented but not scored). Class names come from dataset.json `labels` (nnU-Net v2
-`{"liver": 1}` or MSD `{"1": "liver"}`) or from `dataset.classes`. Channels come from dataset.json
-or, without it, from the files and `dataset.modality`. SAM takes 1 channel (repeated to RGB) or 3;
-other counts are refused. A channel named CT is windowed with `dataset.window`, any other channel
-is scaled between percentiles of its nonzero voxels.
+are then segmented but not scored). Without imagesTs there is no test set; an imagesTs without
+scans is refused by evaluation (`test_problem`). Class names come from dataset.json `labels`
+(nnU-Net v2 `{"liver": 1}` or MSD `{"1": "liver"}`) or from `dataset.classes`. Channels come from
+dataset.json or, without it, from the files and `dataset.modality`. SAM takes 1 channel (repeated
+to RGB) or 3; other counts are refused. A channel named CT is windowed with `dataset.window`, any
+other channel is scaled between percentiles of its nonzero voxels.
 """
 
 from __future__ import annotations
@@ -128,6 +129,15 @@ class NiftiReader(BaseReader):
                 del self._files[case]
         train = [c for c in train if c in self._files]
         test = [c for c in test if c in self._files]
+        tests = root / "imagesTs"
+        if not self.labeled_train and tests.is_dir() and not _stems(tests):
+            # Without imagesTs the unlabeled path has no test set; an empty one means the scans
+            # are missing (not copied, or named otherwise), and evaluation would score nothing.
+            self.test_problem = Problem(
+                tests,
+                "no test scans (<case>_0000.nii.gz) in this folder: add them, or remove the "
+                "folder to run without a test set",
+            )
         if test or not self.labeled_train:
             self._splits = {"train": train, "test": test}
         elif len(train) >= 2:
