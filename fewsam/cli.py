@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.cli_support import new_app
-from fewsam import cli_data, cli_evaluate, cli_grid, cli_synth, cli_train
+from fewsam import cli_annotate, cli_data, cli_evaluate, cli_grid, cli_synth, cli_train
 
 app = new_app("Few-exemplar fine-tuning of Segment Anything for medical image segmentation.")
 app.add_typer(cli_data.app, name="data")
@@ -13,6 +13,7 @@ app.add_typer(cli_evaluate.app, name="evaluate")
 app.command("predict")(cli_evaluate.predict)
 app.command("grid")(cli_grid.grid)
 app.command("report")(cli_grid.report)
+app.command("annotate")(cli_annotate.annotate)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ PACKAGES = (
     "phantom",
     "pretrain",
     "suggest",
+    "annotate",
     "fewsam",
 )
 # What each package may import (besides itself). The rest of the graph follows from this table.
@@ -40,7 +41,18 @@ ALLOWED = {
     "baseline": {"core", "train"},
     "evaluate": {"core", "synth", "train", "baseline"},
     "suggest": {"core", "synth", "train", "evaluate"},
-    "fewsam": {"core", "synth", "train", "baseline", "evaluate", "phantom", "pretrain", "suggest"},
+    "annotate": {"core", "synth", "train"},
+    "fewsam": {
+        "core",
+        "synth",
+        "train",
+        "baseline",
+        "evaluate",
+        "phantom",
+        "pretrain",
+        "suggest",
+        "annotate",
+    },
 }
 
 

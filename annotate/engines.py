@@ -1,0 +1,216 @@
+"""What turns a prompt into a mask on one slice: SAM (the base model of params.yaml, or LiteMedSAM)
+or an adapter of a previous round.
+
+Coordinates are those of the slice as the page shows it: H x W pixels, x to the right (column),
+y down (row), integer values at pixel centres. A box is (x0, y0, x1, y1), the first and last
+column and row it covers (SAM's own convention); a point is (x, y, 1) positive or (x, y, 0)
+negative. Each engine embeds a slice once (`embed`, the slow part: the image encoder) and answers
+every prompt on that embedding (`predict`, the prompt encoder and mask decoder: milliseconds).
+
+- SAM engines take the box, every click and, after the first answer, the previous low-resolution
+  logits of the class as mask input (SamPredictor's way of refining by clicks). One click alone
+  is ambiguous: SAM's three outputs are made and the one with the best predicted IoU is kept.
+- The adapter engine is prompted the way it was trained: positive points of class k (the box
+  centre when there is only a box) against its class-k output; its mask is kept inside the box,
+  and a negative click removes the connected part of the mask it falls on (the adapter has no
+  negative points of its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from segment_anything.modeling import Sam
+
+from core.errors import FewsamError
+from train.adapter_io import load_adapter
+from train.base_weights import load_sam
+from train.fetch import bundled_source
+from train.inputs import to_sam_input
+from train.model import FewSam
+from train.sam_registry import LITEMEDSAM, LITEMEDSAM_SIZE
+
+ENGINES = ("base", "litemedsam", "adapter")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One class's prompts on one slice (slice pixel coordinates, see the module docstring)."""
+
+    cls: int
+    box: tuple[float, float, float, float] | None = None
+    points: tuple[tuple[float, float, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """A slice's image embedding (1 x E x g x g) and the slice's H x W."""
+
+    tensor: torch.Tensor
+    hw: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """mask: H x W bool on the slice; score: the engine's confidence (SAM: predicted IoU);
+    logits: low-resolution logits to feed back as mask input (None when unsupported)."""
+
+    mask: np.ndarray
+    score: float
+    logits: torch.Tensor | None
+
+
+class Engine(Protocol):
+    name: str
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        """C x H x W float32 intensities in [0, 1] (as the pipeline reads them)."""
+        ...
+
+    def predict(
+        self, emb: Embedding, prompt: Prompt, mask_input: torch.Tensor | None
+    ) -> Answer: ...
+
+
+def to_input(value: float, length: int, size: int) -> float:
+    """A pixel-index coordinate of a `length`-pixel axis on a `size`-pixel model input."""
+    return (value + 0.5) * size / length - 0.5
+
+
+def _upsample(low_res: torch.Tensor, size: int, hw: tuple[int, int]) -> np.ndarray:
+    """1 x 1 x h' x w' logits -> H x W bool (bilinear to the input, then to the slice; > 0)."""
+    x = F.interpolate(low_res.float(), (size, size), mode="bilinear", align_corners=False)
+    if (size, size) != hw:
+        x = F.interpolate(x, hw, mode="bilinear", align_corners=False)
+    return (x[0, 0] > 0).cpu().numpy()
+
+
+class SamEngine:
+    """SAM's own prompt encoder and mask decoder on a base model (tiny, vit_b, LiteMedSAM)."""
+
+    def __init__(self, sam: Sam, name: str) -> None:
+        self.sam = sam.eval()
+        self.name = name
+        self.size = int(sam.image_encoder.img_size)
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> Embedding:
+        x = to_sam_input(image[None], self.size)
+        x = (x * 255.0 - self.sam.pixel_mean) / self.sam.pixel_std
+        return Embedding(self.sam.image_encoder(x), (int(image.shape[1]), int(image.shape[2])))
+
+    @torch.no_grad()
+    def predict(self, emb: Embedding, prompt: Prompt, mask_input: torch.Tensor | None) -> Answer:
+        h, w = emb.hw
+        s = self.size
+        points = None
+        if prompt.points:
+            xy = [(to_input(x, w, s), to_input(y, h, s)) for x, y, _ in prompt.points]
+            coords = torch.tensor([xy], dtype=torch.float32)
+            labels = torch.tensor([[int(p[2]) for p in prompt.points]], dtype=torch.int64)
+            points = (coords, labels)
+        box = None
+        if prompt.box is not None:
+            x0, y0, x1, y1 = prompt.box
+            box = torch.tensor(
+                [[to_input(x0, w, s), to_input(y0, h, s), to_input(x1, w, s), to_input(y1, h, s)]]
+            )
+        enc = self.sam.prompt_encoder
+        sparse, dense = enc(points=points, boxes=box, masks=mask_input)
+        multi = box is None and len(prompt.points) == 1 and mask_input is None
+        low_res, iou = self.sam.mask_decoder(
+            image_embeddings=emb.tensor,
+            image_pe=enc.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multi,
+        )
+        best = int(iou[0].argmax())
+        logits = low_res[:, best : best + 1]
+        return Answer(_upsample(logits, s, emb.hw), float(iou[0, best]), logits)
+
+
+class AdapterEngine:
+    """The adapted model of a previous round; class k's output answers class k's prompts."""
+
+    def __init__(self, model: FewSam) -> None:
+        self.model = model.eval()
+        self.name = "adapter"
+        self.size = int(model.input_size)
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> Embedding:
+        x = to_sam_input(image[None], self.size)
+        return Embedding(self.model.embed(x), (int(image.shape[1]), int(image.shape[2])))
+
+    @torch.no_grad()
+    def predict(self, emb: Embedding, prompt: Prompt, mask_input: torch.Tensor | None) -> Answer:
+        h, w = emb.hw
+        s = self.size
+        positive = [(x, y) for x, y, label in prompt.points if label]
+        if not positive and prompt.box is not None:
+            x0, y0, x1, y1 = prompt.box
+            positive = [((x0 + x1) / 2.0, (y0 + y1) / 2.0)]
+        points = labels = None
+        if positive:
+            # The model's points are continuous: pixel centres at +0.5 of the input grid.
+            xy = [(to_input(x, w, s) + 0.5, to_input(y, h, s) + 0.5) for x, y in positive]
+            points = torch.tensor([xy], dtype=torch.float32)
+            labels = torch.full((1, len(xy)), prompt.cls, dtype=torch.int64)
+        logits = self.model.decode(emb.tensor, points, labels)
+        logits = F.interpolate(logits, (h, w), mode="bilinear", align_corners=False)
+        prob = logits.softmax(dim=1)[0]
+        mask = (prob.argmax(dim=0) == prompt.cls).cpu().numpy()
+        if prompt.box is not None:
+            x0, y0, x1, y1 = (int(round(v)) for v in prompt.box)
+            inside = np.zeros_like(mask)
+            inside[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
+            mask &= inside
+        for x, y, label in prompt.points:
+            if not label and mask[int(round(y)), int(round(x))]:
+                parts, _ = ndimage.label(mask)
+                mask &= parts != parts[int(round(y)), int(round(x))]
+        score = float(prob[prompt.cls][torch.from_numpy(mask)].mean()) if mask.any() else 0.0
+        return Answer(mask, score, None)
+
+
+def litemedsam_available() -> bool:
+    """Whether LiteMedSAM's weights are installed (the `fewsam[litemedsam]` extra)."""
+    try:
+        bundled_source("litemedsam")
+    except FewsamError:
+        return False
+    return True
+
+
+def open_engine(
+    kind: str,
+    arch: str,
+    checkpoint: str | None,
+    input_size: int,
+    num_classes: int,
+    adapter: Path | None = None,
+) -> Engine:
+    """The engine `kind` (base | litemedsam | adapter | auto: litemedsam when installed, else base)."""
+    if kind == "auto":
+        kind = "litemedsam" if litemedsam_available() else "base"
+    if kind == "base":
+        return SamEngine(load_sam(arch, checkpoint, input_size), f"base ({arch})")
+    if kind == "litemedsam":
+        return SamEngine(
+            load_sam(LITEMEDSAM, bundled_source(LITEMEDSAM), LITEMEDSAM_SIZE), "litemedsam"
+        )
+    if kind == "adapter":
+        if adapter is None:
+            raise FewsamError(
+                "annotate: --engine adapter needs --adapter (a trained adapter folder)"
+            )
+        model, _ = load_adapter(adapter, num_classes=num_classes)
+        return AdapterEngine(model)
+    raise FewsamError(f"annotate: unknown engine {kind!r} (one of {', '.join(ENGINES)}, auto)")
