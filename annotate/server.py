@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from annotate.engines import Prompt
 from annotate.session import Conflict, Session
@@ -242,8 +243,12 @@ def create_app(session: Session, token: str, hosts: set[str]) -> FastAPI:
             body = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BadRequest(400, f"malformed JSON ({e.__class__.__name__})") from None
-        hw = slice_hw(slice_id)
+        hw = await run_in_threadpool(slice_hw, slice_id)
         parsed, use_previous = parse_prompt(body, hw, len(session.classes))
+        # The encoder can take a second or more: off the event loop, so other requests go on.
+        return await run_in_threadpool(answer_prompt, slice_id, parsed, use_previous)
+
+    def answer_prompt(slice_id: int, parsed: Prompt, use_previous: bool) -> dict[str, Any]:
         start = time.perf_counter()
         emb = session.embedding(slice_id)
         key = (slice_id, parsed.cls)
@@ -266,7 +271,7 @@ def create_app(session: Session, token: str, hosts: set[str]) -> FastAPI:
 
     @app.put("/api/slices/{slice_id}/label")
     async def put_label(slice_id: int, request: Request) -> dict[str, Any]:
-        hw = slice_hw(slice_id)
+        hw = await run_in_threadpool(slice_hw, slice_id)
         if request.headers.get("content-type", "").split(";")[0].strip() != "image/png":
             raise BadRequest(415, "the label map must be sent as Content-Type: image/png")
         match = request.headers.get("if-match")
@@ -275,7 +280,7 @@ def create_app(session: Session, token: str, hosts: set[str]) -> FastAPI:
         plane = decode_label(await body_of(request, MAX_PNG), hw, len(session.classes))
         negative = request.query_params.get("negative", "0") in ("1", "true", "yes")
         try:
-            tag = session.save(slice_id, plane, match.strip('"'), negative)
+            tag = await run_in_threadpool(session.save, slice_id, plane, match.strip('"'), negative)
         except Conflict as e:
             raise BadRequest(409, str(e)) from None
         except ValueError as e:
@@ -284,6 +289,7 @@ def create_app(session: Session, token: str, hosts: set[str]) -> FastAPI:
             raise BadRequest(409, f"{e}; nothing was written") from None
         for k in range(1, len(session.classes) + 1):
             previous.pop((slice_id, k), None)
-        return {"etag": tag, "done": any(s.done for s in session.slices() if s.id == slice_id)}
+        listed = await run_in_threadpool(session.slices)
+        return {"etag": tag, "done": any(s.done for s in listed if s.id == slice_id)}
 
     return app

@@ -143,7 +143,8 @@ class Session:
     def embedding(self, slice_id: int) -> Embedding:
         """The slice's embedding, computed once; the next slice's is started in the background."""
         future = self._embedding_future(slice_id)
-        following = [s.id for s in self.slices()]
+        rows = self.rows()
+        following = sorted(range(len(rows)), key=lambda i: (rows[i].round, rows[i].rank, i))
         at = following.index(slice_id) if slice_id in following else -1
         if 0 <= at < len(following) - 1:
             self._embedding_future(following[at + 1])
