@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: repro test install lint clean
+.PHONY: repro test install lint browser clean
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -18,7 +18,25 @@ lint: $(VENV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint
+# The page tests (tests/test_annotate_browser.py) drive Debian's Chromium through its driver;
+# nothing is downloaded at test time. Installed here when missing and this runs as root with
+# apt-get; otherwise the test fails saying what to install. A no-op when both files exist.
+CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+
+browser:
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium and chromium-driver for the page tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null) || \
+	  echo "warning: apt-get could not install chromium chromium-driver: the page tests will fail"; \
+	else \
+	  echo "warning: $(CHROMIUM) or $(CHROMEDRIVER) missing: the page tests will fail;" \
+	    "install them as root: apt-get install chromium chromium-driver"; \
+	fi
+
+test: lint browser
 	$(PY) -m pytest -q
 
 clean:

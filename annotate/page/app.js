@@ -6,8 +6,11 @@ const state = {
   info: null, slices: [], id: null, w: 0, h: 0,
   label: null, etag: null, dirty: false, discard: false,
   cls: 1, tool: "box", prompts: {}, history: [], future: [],
-  scale: 1, tx: 0, ty: 0, drag: null, space: false, busy: false,
+  scale: 1, tx: 0, ty: 0, drag: null, space: false, busy: false, k: 1,
 };
+// The ui canvas (box, clicks) has k x k canvas pixels per slice pixel, so a box outline can be
+// thinner than a slice pixel and leave the draft's edge pixels visible.
+const UI_PIXELS = 1024, UI_MAX_K = 8;
 
 // ---- API ----
 async function api(path, options = {}) {
@@ -96,8 +99,10 @@ function drawOverlay() {
 
 function drawUi(rubber) {
   const c = $("ui"), ctx = c.getContext("2d");
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.clearRect(0, 0, c.width, c.height);
-  ctx.lineWidth = Math.max(1, 1.5 / state.scale);
+  ctx.setTransform(state.k, 0, 0, state.k, 0, 0); // from here on: slice pixels
+  ctx.lineWidth = Math.max(1 / state.k, 1.5 / state.scale); // 1.5 screen px, 1 canvas px at least
   const p = state.prompts[state.cls];
   const box = rubber || (p && p.box);
   if (box) {
@@ -177,7 +182,11 @@ async function select(id) {
   const label = await decodePng(url);
   URL.revokeObjectURL(url);
   Object.assign(state, { id, w: image.w, h: image.h, label: label.data, etag, dirty: false, prompts: {}, history: [], future: [] });
-  for (const name of ["image", "overlay", "ui"]) { $(name).width = image.w; $(name).height = image.h; }
+  for (const name of ["image", "overlay"]) { $(name).width = image.w; $(name).height = image.h; }
+  state.k = Math.max(1, Math.min(UI_MAX_K, Math.floor(UI_PIXELS / Math.max(image.w, image.h))));
+  const ui = $("ui");
+  ui.width = image.w * state.k; ui.height = image.h * state.k;
+  ui.style.width = `${image.w}px`; ui.style.height = `${image.h}px`;
   $("image").getContext("2d").drawImage(image.img, 0, 0);
   drawOverlay();
   fit();
