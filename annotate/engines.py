@@ -10,10 +10,14 @@ every prompt on that embedding (`predict`, the prompt encoder and mask decoder: 
 - SAM engines take the box, every click and, after the first answer, the previous low-resolution
   logits of the class as mask input (SamPredictor's way of refining by clicks). One click alone
   is ambiguous: SAM's three outputs are made and the one with the best predicted IoU is kept.
+- LiteMedSAM was trained on boxes alone, and clicks fed to it made its masks worse (BENCHMARKS.md,
+  *Labeling with SAM*): it gets the box only, grown to take in the positive clicks (a click alone
+  gets a box around it), and negative clicks are applied to its mask as below.
 - The adapter engine is prompted the way it was trained: positive points of class k (the box
-  centre when there is only a box) against its class-k output; its mask is kept inside the box,
-  and a negative click removes the connected part of the mask it falls on (the adapter has no
-  negative points of its own).
+  centre when there is only a box) against its class-k output; its mask is kept inside the box.
+- Where the model takes no negative clicks (LiteMedSAM, the adapter), a negative click removes
+  the pixels of the mask's connected part it falls on that lie nearer to it than to any positive
+  click or the box centre (`carve`), so an error touching the organ goes without the organ.
 """
 
 from __future__ import annotations
@@ -136,6 +140,61 @@ class SamEngine:
         return Answer(_upsample(logits, s, emb.hw), float(iou[0, best]), logits)
 
 
+def carve(mask: np.ndarray, prompt: Prompt) -> np.ndarray:
+    """`mask` (H x W bool) with each negative click's share of its connected part removed.
+
+    The share: the pixels of the part the click falls on that are nearer to a negative click
+    than to every positive click and the box centre (a Voronoi split of that part).
+    """
+    negatives = [(x, y) for x, y, label in prompt.points if not label]
+    positives = [(x, y) for x, y, label in prompt.points if label]
+    if prompt.box is not None:
+        x0, y0, x1, y1 = prompt.box
+        positives.append(((x0 + x1) / 2.0, (y0 + y1) / 2.0))
+    if not negatives or not mask.any():
+        return mask
+    parts, _ = ndimage.label(mask)
+    rows, cols = np.indices(mask.shape)
+
+    def nearest(points: list[tuple[float, float]]) -> np.ndarray:
+        if not points:
+            return np.full(mask.shape, np.inf)
+        return np.min([(cols - x) ** 2 + (rows - y) ** 2 for x, y in points], axis=0)
+
+    closer = nearest(negatives) < nearest(positives)
+    out = mask.copy()
+    for x, y in negatives:
+        part = parts[int(round(y)), int(round(x))]
+        if part:
+            out &= ~((parts == part) & closer)
+    return out
+
+
+class BoxSamEngine(SamEngine):
+    """A SAM trained on boxes alone (LiteMedSAM): the box, grown to take in the positive clicks;
+    negative clicks carve the mask (see the module docstring)."""
+
+    def __init__(self, sam: Sam, name: str, click_box: float = 0.1) -> None:
+        super().__init__(sam, name)
+        self.click_box = click_box  # half side of the box around a lone click, slice fraction
+
+    def predict(self, emb: Embedding, prompt: Prompt, mask_input: torch.Tensor | None) -> Answer:
+        h, w = emb.hw
+        xs = [x for x, _, label in prompt.points if label]
+        ys = [y for _, y, label in prompt.points if label]
+        if prompt.box is not None:
+            x0, y0, x1, y1 = prompt.box
+            xs, ys = [*xs, x0, x1], [*ys, y0, y1]
+        elif xs:
+            r = self.click_box * max(h, w)
+            xs, ys = [min(xs) - r, max(xs) + r], [min(ys) - r, max(ys) + r]
+        else:
+            return Answer(np.zeros((h, w), bool), 0.0, None)
+        box = (max(min(xs), 0.0), max(min(ys), 0.0), min(max(xs), w - 1.0), min(max(ys), h - 1.0))
+        answer = super().predict(emb, Prompt(prompt.cls, box), None)
+        return Answer(carve(answer.mask, prompt), answer.score, None)
+
+
 class AdapterEngine:
     """The adapted model of a previous round; class k's output answers class k's prompts."""
 
@@ -172,10 +231,7 @@ class AdapterEngine:
             inside = np.zeros_like(mask)
             inside[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
             mask &= inside
-        for x, y, label in prompt.points:
-            if not label and mask[int(round(y)), int(round(x))]:
-                parts, _ = ndimage.label(mask)
-                mask &= parts != parts[int(round(y)), int(round(x))]
+        mask = carve(mask, prompt)
         score = float(prob[prompt.cls][torch.from_numpy(mask)].mean()) if mask.any() else 0.0
         return Answer(mask, score, None)
 
@@ -203,9 +259,8 @@ def open_engine(
     if kind == "base":
         return SamEngine(load_sam(arch, checkpoint, input_size), f"base ({arch})")
     if kind == "litemedsam":
-        return SamEngine(
-            load_sam(LITEMEDSAM, bundled_source(LITEMEDSAM), LITEMEDSAM_SIZE), "litemedsam"
-        )
+        sam = load_sam(LITEMEDSAM, bundled_source(LITEMEDSAM), LITEMEDSAM_SIZE)
+        return BoxSamEngine(sam, "litemedsam")
     if kind == "adapter":
         if adapter is None:
             raise FewsamError(

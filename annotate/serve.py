@@ -52,10 +52,16 @@ def serve(
     adapter: Path | None,
     host: str,
     port: int,
+    threads: int = 0,
 ) -> None:
-    """Serve the page until interrupted."""
+    """Serve the page until interrupted. `threads` > 0 sets PyTorch's CPU threads: on a 2-core
+    machine shared with other work, one thread answered prompts far faster than two
+    (BENCHMARKS.md, *Labeling with SAM*)."""
+    import torch
     import uvicorn
 
+    if threads > 0:
+        torch.set_num_threads(threads)
     session = build(params, folder, engine, adapter)
     token = secrets.token_urlsafe(24)
     app = create_app(session, token, hosts_for(host, port))

@@ -26,9 +26,12 @@ def annotate(
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8765, "--port", help="Port to listen on."),
+    threads: int = typer.Option(
+        0, "--threads", min=0, help="CPU threads for the engine (0: PyTorch's default)."
+    ),
     params_path: Path = PARAMS_OPTION,
 ) -> None:
     """Label the suggested slices in a page where SAM drafts each class from a box or clicks."""
     params = read_params(params_path)
     folder = annotations or Path(params.dataset.annotations)
-    serve(params, folder, engine, adapter, host, port)
+    serve(params, folder, engine, adapter, host, port, threads)
