@@ -318,6 +318,9 @@ function onWheel(event) {
 async function save(negative = false) {
   if (state.id === null) return;
   say("saving…");
+  // An empty slice already marked background stays marked when saved again.
+  const row = state.slices.find((s) => s.id === state.id);
+  negative = negative || Boolean(row && row.negative && !state.label.some((v) => v));
   try {
     const body = encodeGreyPng(state.label, state.w, state.h);
     const response = await api(`/api/slices/${state.id}/label${negative ? "?negative=1" : ""}`, {
