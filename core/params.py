@@ -184,6 +184,8 @@ class LoraParams:
     dropout: float
     encoder: bool
     decoder: bool
+    # lora: adapters on the frozen base | full: no adapters, every weight of the base trains.
+    finetune: Literal["lora", "full"]
 
     def __post_init__(self) -> None:
         _check(self.rank >= 1, "lora.rank", "must be >= 1")
@@ -271,9 +273,15 @@ class EvaluateParams:
     zero_shot_prompts: tuple[ZeroShotPrompt, ...]
     overlays_per_case: int
     max_cases: int
+    refine: Literal["none", "litemedsam", "base"]
+    refine_margin: int
+    refine_min_score: float
+    refine_min_agreement: float
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
+        _check(self.refine_margin >= 0, "evaluate.refine_margin", "must be >= 0")
+        _prob("evaluate", self, "refine_min_agreement")
         prompts = list(self.zero_shot_prompts)
         _check(
             len(set(prompts)) == len(prompts),

@@ -6,7 +6,8 @@
 
 Methods are named `prompt_free` and `prompted` (the adapted model), `unet` (the supervised
 baseline trained on the same synthetic set, prompt-free), `zero_shot` and
-`zero_shot_box` (base SAM with point and box prompts); a folder of predictions scored on its own
+`zero_shot_box` (base SAM with point and box prompts), `prompt_free_refined` and `unet_refined`
+(those two label maps refined by SAM from boxes, `evaluate.refine`); a folder of predictions scored on its own
 may hold any other method names too.
 """
 
@@ -21,7 +22,15 @@ from synth.datasets import BaseReader
 PREDICTIONS = "predictions"
 OVERLAYS = "overlays"
 # The methods of the pipeline, in the order of every report.
-METHODS = ("prompt_free", "prompted", "unet", "zero_shot", "zero_shot_box")
+METHODS = (
+    "prompt_free",
+    "prompted",
+    "unet",
+    "zero_shot",
+    "zero_shot_box",
+    "prompt_free_refined",
+    "unet_refined",
+)
 # `evaluate.zero_shot_prompts` entry -> the method of that zero-shot SAM baseline.
 ZERO_SHOT_METHODS = {"point": "zero_shot", "box": "zero_shot_box"}
 

@@ -43,6 +43,8 @@ HEADLINE_KEYS = {
     UNET: ("unet_dsc", "unet_hd95"),
     "zero_shot": ("zero_shot_dsc", "zero_shot_hd95"),
     "zero_shot_box": ("zero_shot_box_dsc", "zero_shot_box_hd95"),
+    "prompt_free_refined": ("prompt_free_refined_dsc", "prompt_free_refined_hd95"),
+    "unet_refined": ("unet_refined_dsc", "unet_refined_hd95"),
 }
 METHOD_TITLES = {
     "prompt_free": "adapted, prompt-free",
@@ -50,6 +52,8 @@ METHOD_TITLES = {
     UNET: "U-Net (same data)",
     "zero_shot": "zero-shot SAM (point)",
     "zero_shot_box": "zero-shot SAM (box)",
+    "prompt_free_refined": "adapted, prompt-free, refined by SAM",
+    "unet_refined": "U-Net, refined by SAM",
 }
 
 
@@ -76,14 +80,17 @@ def metrics_dict(
 ) -> dict[str, Any]:
     """metrics.json: the protocol, then `adapted.{prompt_free,prompted}`, `zero_shot` (point)
     and `zero_shot_box` blocks, and a `methods` block for any other method: the U-Net baseline
-    (`unet`) and predictions of other tools.
+    (`unet`), the refined label maps (`prompt_free_refined`, `unet_refined`) and predictions of
+    other tools.
 
     `pairs` counts (case, class) pairs by outcome: `both` non-empty, `gt_only` (missed),
     `pred_only` (hallucinated), `both_empty` (excluded from the means under `strict`).
 
     Flat headline keys repeat the means as short columns for `dvc exp show` and `fewsam report`:
     `dsc`, `hd95` (adapted, `HEADLINE` mode), `dsc_prompt_free`, `hd95_prompt_free`,
-    `unet_dsc`, `unet_hd95` (the U-Net baseline), `zero_shot_dsc`, `zero_shot_hd95` (point) and `zero_shot_box_dsc`, `zero_shot_box_hd95`;
+    `unet_dsc`, `unet_hd95` (the U-Net baseline), `zero_shot_dsc`, `zero_shot_hd95` (point),
+    `zero_shot_box_dsc`, `zero_shot_box_hd95`, and `prompt_free_refined_dsc`, `unet_refined_dsc`
+    (with their `_hd95`);
     each only when its method was scored.
     """
     out: dict[str, Any] = {
@@ -96,8 +103,9 @@ def metrics_dict(
     for method in ZERO_SHOT:
         if method in summaries:
             out[method] = summary_dict(summaries[method], classes)
-    # The U-Net's block sits with other tools' methods; its flat keys are headline keys.
-    blocks = {m for m in HEADLINE_KEYS if m != UNET}
+    # The U-Net's and the refined methods' blocks sit with other tools' methods; their flat
+    # keys are headline keys.
+    blocks = set(ADAPTED) | set(ZERO_SHOT)
     others = {m: summary_dict(s, classes) for m, s in summaries.items() if m not in blocks}
     if others:
         out["methods"] = others

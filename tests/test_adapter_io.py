@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from sam_helpers import LORA, write_checkpoint
 
 from core.errors import InputError
-from core.params import ModelParams
+from core.params import LoraParams, ModelParams
 from train.adapter_io import load_adapter, save_adapter
 from train.base_weights import sha256_file
 from train.model import FewSam, build_fewsam, trainable_state_dict
@@ -19,10 +20,10 @@ from train.model import FewSam, build_fewsam, trainable_state_dict
 SIZE = 64
 
 
-def trained(checkpoint: Path | None, classes: int = 3) -> FewSam:
+def trained(checkpoint: Path | None, classes: int = 3, lora: LoraParams = LORA) -> FewSam:
     """A model whose every trained tensor moved away from its initial value."""
     torch.manual_seed(0)
-    model = build_fewsam(ModelParams("tiny", checkpoint and str(checkpoint), SIZE), LORA, classes)
+    model = build_fewsam(ModelParams("tiny", checkpoint and str(checkpoint), SIZE), lora, classes)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in trainable_state_dict(model).values():
@@ -53,6 +54,7 @@ def test_reload_gives_identical_outputs(tmp_path: Path, with_checkpoint: bool) -
         "dropout": 0.0,
         "encoder": True,
         "decoder": True,
+        "finetune": "lora",
     }
     assert config["base_sha256"] == (sha256_file(ckpt) if ckpt else None)
     stored = load_file(str(out / "adapter.safetensors"))
@@ -63,6 +65,34 @@ def test_reload_gives_identical_outputs(tmp_path: Path, with_checkpoint: bool) -
         outputs(reloaded),
         outputs(build_fewsam(ModelParams("tiny", ckpt and str(ckpt), SIZE), LORA, 3)),
     )
+
+
+def test_full_finetuning_trains_and_stores_every_weight(tmp_path: Path) -> None:
+    ckpt = write_checkpoint(tmp_path / "base.safetensors")
+    full = dataclasses.replace(LORA, finetune="full")
+    model = trained(ckpt, lora=full).eval()
+    names = {n for n, _ in model.named_parameters()}
+    assert set(trainable_state_dict(model)) == names  # every weight, base included
+    assert not any("lora_" in n for n in names)  # and no adapters
+    out = tmp_path / "adapter"
+    save_adapter(model, out, {})
+    assert json.loads((out / "config.json").read_text())["lora"]["finetune"] == "full"
+    assert set(load_file(str(out / "adapter.safetensors"))) == names
+    reloaded, _ = load_adapter(out)
+    assert torch.equal(outputs(reloaded), outputs(model))
+
+
+def test_config_without_finetune_loads_as_lora(tmp_path: Path) -> None:
+    """Adapters written before `lora.finetune` existed are LoRA adapters."""
+    model = trained(None).eval()
+    out = tmp_path / "adapter"
+    save_adapter(model, out, {})
+    config = json.loads((out / "config.json").read_text())
+    del config["lora"]["finetune"]
+    (out / "config.json").write_text(json.dumps(config))
+    reloaded, _ = load_adapter(out)
+    assert reloaded.lora.finetune == "lora"
+    assert torch.equal(outputs(reloaded), outputs(model))
 
 
 def test_saving_again_replaces_and_never_deletes_other_files(tmp_path: Path) -> None:

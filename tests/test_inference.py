@@ -116,7 +116,9 @@ def test_prompts_do_not_depend_on_batch_size() -> None:
 
 def test_real_model_runs_and_batches_consistently() -> None:
     torch.manual_seed(0)
-    model = build_fewsam(ModelParams("tiny", None, 64), LoraParams(2, 2.0, 0.0, True, True), K)
+    model = build_fewsam(
+        ModelParams("tiny", None, 64), LoraParams(2, 2.0, 0.0, True, True, "lora"), K
+    )
     image = np.random.default_rng(0).random((1, 4, 40, 36)).astype(np.float32)
     one = predict_volume(model, image, 1)
     four = predict_volume(model, image, 4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from peft.tuners.lora import LoraLayer
 from sam_helpers import LORA
 from typer.testing import CliRunner
 
-from core.params import ModelParams, Params
+from core.params import ModelParams, Params, load_params
 from fewsam.cli import app
 from train.lora import apply_lora, count_lora_modules
 from train.model import build_fewsam, trainable_state_dict
@@ -83,3 +84,16 @@ def test_summary_command_prints_the_table(params: Params) -> None:
     model = build_fewsam(base, params.lora, 2)
     total = sum(v.numel() for v in trainable_state_dict(model).values())
     assert f"trainable {total:,} of" in result.output
+
+
+def test_summary_says_full_finetuning(tmp_path: Path) -> None:
+    text = (REPO / "params.yaml").read_text()
+    assert "  finetune: lora\n" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("  finetune: lora\n", "  finetune: full\n"))
+    result = CliRunner().invoke(app, ["train", "summary", "-p", str(path), "--classes", "2"])
+    assert result.exit_code == 0, result.output
+    assert "full fine-tuning" in result.output and " LoRA" not in result.output.split("\n", 1)[1]
+    model = build_fewsam(ModelParams("tiny", None, 256), load_params(path).lora, 2)
+    total = sum(p.numel() for p in model.parameters())
+    assert f"trainable {total:,} of {total:,}" in result.output

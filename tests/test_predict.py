@@ -49,7 +49,9 @@ def make_adapter(folder: Path, params_file: Path, channels: list[str], slice_siz
     data["dataset"]["slice_size"] = slice_size
     params = parse_params(data)
     torch.manual_seed(0)
-    model = build_fewsam(ModelParams("tiny", None, 64), LoraParams(2, 2.0, 0.0, True, True), 2)
+    model = build_fewsam(
+        ModelParams("tiny", None, 64), LoraParams(2, 2.0, 0.0, True, True, "lora"), 2
+    )
     config = {"classes": ["a", "b"], "channels": channels, "dataset": to_dict(params.dataset)}
     save_adapter(model, folder, config)
     return folder

@@ -107,7 +107,8 @@ def load_adapter(
     normalization = _normalization(config, where)
     try:
         model_params = ModelParams(config["arch"], base, config["input_size"])
-        lora = LoraParams(**config["lora"])
+        # Adapters written before `finetune` existed are all LoRA adapters.
+        lora = LoraParams(**{"finetune": "lora", **config["lora"]})
         model = build_fewsam(model_params, lora, config["num_classes"])
     except (KeyError, TypeError, ParamsError, ValueError) as e:
         raise InputError(where, f"unusable adapter config ({type(e).__name__}: {e})") from None

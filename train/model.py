@@ -86,12 +86,13 @@ class FewSam(nn.Module):
         self.base_sha256: str | None = None  # filled in once the base file is hashed
         self.input_size: int = sam.image_encoder.img_size
         widen_decoder(sam.mask_decoder, num_classes + 1)
-        self.sam = apply_lora(sam, lora)
+        # Full fine-tuning trains every weight, so adapters would only add a redundant copy.
+        self.sam = apply_lora(sam, lora) if lora.finetune == "lora" else sam
         dim = sam.prompt_encoder.embed_dim
         self.class_embed = nn.Embedding(num_classes + 1, dim)
         nn.init.zeros_(self.class_embed.weight)
         for p in self.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(lora.finetune == "full")
         trained = [getattr(sam.mask_decoder, n) for n in TRAINED_HEADS] + [self.class_embed]
         for p in (p for m in trained for p in m.parameters()):
             p.requires_grad_(True)
@@ -215,5 +216,6 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """Only what is trained (LoRA, decoder heads, class embedding), detached, by parameter name."""
+    """Only what is trained (LoRA, decoder heads, class embedding; every weight under
+    `lora.finetune: full`), detached, by parameter name."""
     return {n: p.detach() for n, p in unwrap(model).named_parameters() if p.requires_grad}

@@ -53,10 +53,15 @@ def run(params: Params, arch: str | None, num_classes: int) -> FewSam:
         table.add_row(group, f"{n:,}")
     wrapped = count_lora_modules(model.sam)
     console = Console(width=100)
+    if lora.finetune == "full":
+        how = "full fine-tuning (every base weight trains, no LoRA)"
+    else:
+        how = (
+            f"LoRA rank {lora.rank} (alpha {lora.alpha:g}) on {wrapped['image_encoder']} encoder "
+            f"and {wrapped['mask_decoder']} decoder modules"
+        )
     console.print(
-        f"{model_params.arch}, input {model_params.input_size} px, {num_classes} classes, "
-        f"LoRA rank {lora.rank} (alpha {lora.alpha:g}) on {wrapped['image_encoder']} encoder "
-        f"and {wrapped['mask_decoder']} decoder modules"
+        f"{model_params.arch}, input {model_params.input_size} px, {num_classes} classes, {how}"
     )
     console.print(table)
     typer.echo(
