@@ -139,6 +139,37 @@ class SamEngine:
         logits = low_res[:, best : best + 1]
         return Answer(_upsample(logits, s, emb.hw), float(iou[0, best]), logits)
 
+    @torch.no_grad()
+    def predict_boxes(
+        self, emb: Embedding, boxes: list[tuple[float, float, float, float]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks N x H x W bool and predicted IoUs N of N box prompts in one decoder pass: what
+        `predict` gives each box alone (SAM decodes every prompt of a batch on its own)."""
+        h, w = emb.hw
+        s = self.size
+        if not boxes:
+            return np.zeros((0, h, w), bool), np.zeros(0, np.float32)
+        box = torch.tensor(
+            [
+                [to_input(x0, w, s), to_input(y0, h, s), to_input(x1, w, s), to_input(y1, h, s)]
+                for x0, y0, x1, y1 in boxes
+            ],
+            dtype=torch.float32,
+        )
+        enc = self.sam.prompt_encoder
+        sparse, dense = enc(points=None, boxes=box, masks=None)
+        low_res, iou = self.sam.mask_decoder(
+            image_embeddings=emb.tensor,
+            image_pe=enc.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        x = F.interpolate(low_res.float(), (s, s), mode="bilinear", align_corners=False)
+        if (s, s) != emb.hw:
+            x = F.interpolate(x, emb.hw, mode="bilinear", align_corners=False)
+        return (x[:, 0] > 0).cpu().numpy(), iou[:, 0].float().cpu().numpy()
+
 
 def carve(mask: np.ndarray, prompt: Prompt) -> np.ndarray:
     """`mask` (H x W bool) with each negative click's share of its connected part removed.

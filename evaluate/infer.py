@@ -2,7 +2,9 @@
 
 For each test case (at most `evaluate.max_cases`): the adapted model prompt-free and prompted
 (ground-truth points as in training, `train.points_per_class` per present class and slice), the
-U-Net baseline when one was trained (`unet`, prompt-free, package `baseline`), and
+U-Net baseline when one was trained (`unet`, prompt-free, package `baseline`), those two refined
+by SAM from boxes when `evaluate.refine` names a refiner (`prompt_free_refined`, `unet_refined`;
+module `evaluate.refine`), and
 base SAM per entry of `evaluate.zero_shot_prompts`: `zero_shot`, one interior point per present
 class, and `zero_shot_box`, the tight box of each present class (module `evaluate.zero_shot`). The
 models see the slices at `dataset.slice_size`, as in training; their logits are upsampled to the
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
+from annotate.engines import Engine
 from baseline.io import load_unet
 from baseline.network import predict_unet
 from core.atomic import ensure_parent
@@ -39,7 +42,8 @@ from evaluate.layout import (
     evaluation_cases,
     prediction_path,
 )
-from evaluate.reports import ADAPTED, UNET
+from evaluate.refine import Trust, open_refiner, refine_volumes
+from evaluate.reports import ADAPTED, REFINED, UNET
 from evaluate.zero_shot import zero_shot_volumes
 from synth.datasets import BaseReader, open_dataset
 from synth.datasets.base import resize_volume
@@ -58,6 +62,7 @@ class Models:
     sam: Sam | None
     prompts: tuple[ZeroShotPrompt, ...] = ("point", "box")
     unet: torch.nn.Module | None = None
+    refiner: Engine | None = None
 
     @property
     def zero_shot_prompts(self) -> tuple[ZeroShotPrompt, ...]:
@@ -70,7 +75,9 @@ class Models:
     @property
     def methods(self) -> tuple[str, ...]:
         unet = (UNET,) if self.unet is not None else ()
-        return ADAPTED + unet + tuple(ZERO_SHOT_METHODS[p] for p in self.zero_shot_prompts)
+        refined = tuple(REFINED[m] for m in ("prompt_free", *unet)) if self.refiner else ()
+        zero_shot = tuple(ZERO_SHOT_METHODS[p] for p in self.zero_shot_prompts)
+        return ADAPTED + unet + zero_shot + refined
 
 
 def load_models(
@@ -96,7 +103,10 @@ def load_models(
     net = None
     if unet is not None:
         net = load_unet(unet, reader.classes, reader.channels, params.dataset.slice_size)
-    return Models(model.to(device), sam, prompts, None if net is None else net.to(device))
+    refiner = None
+    if params.evaluate.refine != "none":
+        refiner = open_refiner(params.evaluate.refine, params.model, len(reader.classes))
+    return Models(model.to(device), sam, prompts, None if net is None else net.to(device), refiner)
 
 
 def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np.ndarray]:
@@ -111,6 +121,13 @@ def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np
     preds = {"prompt_free": predict_volume(models.adapted, view.image, batch, out_hw=out_hw)}
     if models.unet is not None:
         preds[UNET] = predict_unet(models.unet, view.image, batch, out_hw=out_hw)
+    if models.refiner is not None:
+        # On the source grid, where the label maps lie: the refiner resizes to its own input.
+        ev = params.evaluate
+        refined = refine_volumes(
+            models.refiner, source.image, preds, k, ev.refine_margin, Trust.of(ev)
+        )
+        preds.update({REFINED[m]: label for m, label in refined.items()})
     if view.label is None:
         return preds
     prompts = gt_prompts(view.label, k, params.train.points_per_class, params.seed, source.case)

@@ -50,6 +50,7 @@ from core.progress import make_progress
 from core.volume import Volume, spacing_zyx, to_zyx
 from evaluate.adapter_check import check_adapter
 from evaluate.inference import predict_volume
+from evaluate.refine import REFINERS, Trust, open_refiner, refine_volumes
 from evaluate.reports import write_nifti
 from synth.datasets.base import ct_window, percentile_normalize, resize_volume
 from synth.datasets.nifti_io import check_same_grid, load_nifti, read_image
@@ -278,11 +279,16 @@ def run(
     output: Path,
     checkpoint: str | None = None,
     unet: Path | None = None,
+    refine: str = "none",
 ) -> list[Path]:
     """Segment every scan of `input_path` with the adapter, or with the U-Net baseline of the
-    folder `unet`; returns the files written, in order."""
+    folder `unet`; returns the files written, in order. `refine` (none | litemedsam | base):
+    SAM refines each label map from boxes (`evaluate.refine`), with the margin and trust rule
+    of `params.evaluate`."""
     if unet is not None and checkpoint is not None:
         raise ParamsError("--checkpoint goes with the adapter; the U-Net has no base weights")
+    if refine != "none" and refine not in REFINERS:
+        raise ParamsError(f"--refine: one of none, {', '.join(REFINERS)}; got {refine!r}")
     config = read_model_config(adapter, unet)
     channels = tuple(config["channels"])
     scans, skipped = find_scans(input_path, channels)
@@ -296,6 +302,9 @@ def run(
         ensure_parent(target)  # an unwritable output fails before any scan is segmented
     model, predict, config = load_model(adapter, unet, checkpoint, config)
     model = model.to(pick_device(params.train.device))
+    refiner = None
+    if refine != "none":
+        refiner = open_refiner(refine, params.model, len(config["classes"]))
     size = int(config["dataset"]["slice_size"])
     written = []
     with make_progress() as progress:
@@ -310,6 +319,18 @@ def run(
                 out_hw=(h, w),
                 on_batch=lambda n, task=task: progress.advance(task, n),
             )
+            if refiner is not None:
+                ev = params.evaluate
+                step = progress.add_task(f"{scan.name} refine", total=z)
+                label = refine_volumes(
+                    refiner,
+                    volume.image,
+                    {"label": label},
+                    len(config["classes"]),
+                    ev.refine_margin,
+                    Trust.of(ev),
+                    on_slice=lambda step=step: progress.advance(step, 1),
+                )["label"]
             write_nifti(target, label, volume.affine, volume.header)
             written.append(target)
     # After the work, so that a run that fails prints its one error line and nothing else.

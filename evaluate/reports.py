@@ -33,6 +33,8 @@ ADAPTED = ("prompt_free", "prompted")
 ZERO_SHOT = ("zero_shot", "zero_shot_box")
 # The supervised baseline (package `baseline`): a U-Net trained on the same synthetic set.
 UNET = "unet"
+# A prompt-free method -> its label map refined by SAM from boxes (`evaluate.refine`).
+REFINED = {"prompt_free": "prompt_free_refined", UNET: "unet_refined"}
 # The adapted mode behind the flat headline keys (`dsc`, `hd95`): prompted with the same one point
 # per present class as zero-shot SAM (point), so the two headline numbers compare like with like.
 HEADLINE = "prompted"

@@ -38,6 +38,7 @@ COPIED = (
     "phantom",
     "pretrain",
     "suggest",
+    "annotate",
     "fewsam",
     ".dvc/config",
     ".dvc/plots",

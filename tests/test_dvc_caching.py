@@ -74,6 +74,18 @@ def test_protocol_change_rescores_only(project: Path) -> None:
     assert after["hd95_unit"] == "mm"
 
 
+def test_refiner_adds_refined_methods_without_retraining(project: Path) -> None:
+    set_params(project, **{"evaluate.refine": "base", "evaluate.refine_min_score": -1e9})
+    assert repro(project) == {"infer", "score"}
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    for method in ("prompt_free_refined", "unet_refined"):
+        assert (project / "reports" / "predictions" / method).is_dir()
+        assert metrics[f"{method}_dsc"] == metrics["methods"][method]["dice"]
+    set_params(project, **{"evaluate.refine": "none", "evaluate.refine_min_score": 0.0})
+    repro(project)  # infer's earlier outputs may come back from DVC's run cache
+    assert not (project / "reports" / "predictions" / "prompt_free_refined").exists()
+
+
 def test_train_params_rerun_training_and_evaluation(project: Path) -> None:
     before = predictions_hash(project)
     set_params(project, **{"train.lr": 0.002})

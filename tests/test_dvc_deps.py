@@ -28,6 +28,7 @@ EXPECTED = {
     "train/loss.py": {"train", "baseline", "infer"},
     "baseline/network.py": {"baseline", "infer"},
     "evaluate/metrics.py": {"infer", "score"},
+    "annotate/engines.py": {"infer"},
     "phantom/abdomen.py": {"phantom"},
     "pretrain/loop.py": set(),
     "suggest/run.py": set(),
