@@ -88,11 +88,11 @@ def to_input(value: float, length: int, size: int) -> float:
 
 
 def _upsample(low_res: torch.Tensor, size: int, hw: tuple[int, int]) -> np.ndarray:
-    """1 x 1 x h' x w' logits -> H x W bool (bilinear to the input, then to the slice; > 0)."""
+    """N x 1 x h' x w' logits -> N x H x W bool (bilinear to the input, then to the slice; > 0)."""
     x = F.interpolate(low_res.float(), (size, size), mode="bilinear", align_corners=False)
     if (size, size) != hw:
         x = F.interpolate(x, hw, mode="bilinear", align_corners=False)
-    return (x[0, 0] > 0).cpu().numpy()
+    return (x[:, 0] > 0).cpu().numpy()
 
 
 class SamEngine:
@@ -137,7 +137,7 @@ class SamEngine:
         )
         best = int(iou[0].argmax())
         logits = low_res[:, best : best + 1]
-        return Answer(_upsample(logits, s, emb.hw), float(iou[0, best]), logits)
+        return Answer(_upsample(logits, s, emb.hw)[0], float(iou[0, best]), logits)
 
     @torch.no_grad()
     def predict_boxes(
@@ -165,10 +165,7 @@ class SamEngine:
             dense_prompt_embeddings=dense,
             multimask_output=False,
         )
-        x = F.interpolate(low_res.float(), (s, s), mode="bilinear", align_corners=False)
-        if (s, s) != emb.hw:
-            x = F.interpolate(x, emb.hw, mode="bilinear", align_corners=False)
-        return (x[:, 0] > 0).cpu().numpy(), iou[:, 0].float().cpu().numpy()
+        return _upsample(low_res, s, emb.hw), iou[:, 0].float().cpu().numpy()
 
 
 def carve(mask: np.ndarray, prompt: Prompt) -> np.ndarray:

@@ -124,8 +124,9 @@ def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np
     if models.refiner is not None:
         # On the source grid, where the label maps lie: the refiner resizes to its own input.
         ev = params.evaluate
+        unrefined = {m: preds[m] for m in REFINED if m in preds}
         refined = refine_volumes(
-            models.refiner, source.image, preds, k, ev.refine_margin, Trust.of(ev)
+            models.refiner, source.image, unrefined, k, ev.refine_margin, Trust.of(ev)
         )
         preds.update({REFINED[m]: label for m, label in refined.items()})
     if view.label is None:

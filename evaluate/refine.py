@@ -25,8 +25,8 @@ from scipy import ndimage
 from annotate.engines import Embedding, Engine, Prompt, open_engine
 from core.params import EvaluateParams, ModelParams
 
-# `evaluate.refine` -> the engine of `annotate.engines` that answers the boxes.
-REFINERS = {"litemedsam": "litemedsam", "base": "base"}
+# `evaluate.refine` values other than none: the engines of `annotate.engines` that answer boxes.
+REFINERS = ("litemedsam", "base")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def open_refiner(kind: str, model: ModelParams, num_classes: int) -> Engine:
     """The refiner `kind` (litemedsam | base: model.arch's base weights), in eval mode."""
     if kind not in REFINERS:
         raise ValueError(f"unknown refiner {kind!r} (one of {', '.join(REFINERS)})")
-    return open_engine(REFINERS[kind], model.arch, model.checkpoint, model.input_size, num_classes)
+    return open_engine(kind, model.arch, model.checkpoint, model.input_size, num_classes)
 
 
 @dataclass(frozen=True)
@@ -112,17 +112,11 @@ def answer_boxes(
     return np.concatenate(masks), np.concatenate(scores)
 
 
-def propose(
-    engine: Engine, emb: Embedding, label: np.ndarray, num_classes: int, margin: int
-) -> list[Proposal]:
-    """The refiner's mask for every class present in the H x W label map `label`."""
-    return propose_many(engine, emb, [(label, margin)], num_classes)[0]
-
-
 def propose_many(
     engine: Engine, emb: Embedding, requests: list[tuple[np.ndarray, int]], num_classes: int
 ) -> list[list[Proposal]]:
-    """`propose` for each (label map, margin) of one slice, every box decoded in one batch."""
+    """The refiner's mask for every class present in each H x W label map of `requests`, its
+    box grown by the request's margin; every box of the slice decoded in one batch."""
     wanted = [
         (j, c, component_box(label == c, margin))
         for j, (label, margin) in enumerate(requests)
