@@ -66,6 +66,7 @@ def test_the_table_names_every_package() -> None:
         "phantom",
         "pretrain",
         "suggest",
+        "annotate",
         "fewsam",
     }
 
