@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: repro test install lint browser clean
+.PHONY: repro test install lint docs browser clean
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -17,6 +17,11 @@ repro: $(VENV_STAMP)
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# The documentation site (mkdocs.yml) into site/; --strict fails on a broken link or anchor.
+# NO_MKDOCS_2_WARNING silences Material's end-of-life banner, which is no build warning.
+docs: $(VENV_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 # The page tests (tests/test_annotate_browser.py) drive Debian's Chromium through its driver;
 # nothing is downloaded at test time. Installed here when missing and this runs as root with

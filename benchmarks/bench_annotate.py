@@ -61,7 +61,7 @@ ENGINES = ("base", "litemedsam", "adapter")
 MAX_INTERACTIONS = 20
 TARGETS = (0.85, 0.90)
 ROUND1_N = 9
-# The CPU grid settings of the README (BENCHMARKS.md, *What SAM adds*) for the round-1 adapter.
+# The CPU grid settings of docs/experiments.md (BENCHMARKS.md, *What SAM adds*) for the round-1 adapter.
 ADAPTER_SETS = (
     "train.max_steps=300",
     "train.warmup_steps=15",

@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BASE = REPO / "models" / "base" / "tiny_sam.safetensors"
 KINDS = ("exact", "base", "litemedsam")
-# The CPU grid settings of the README (BENCHMARKS.md, *What SAM adds*).
+# The CPU grid settings of docs/experiments.md (BENCHMARKS.md, *What SAM adds*).
 DEFAULT_SETS = (
     "train.max_steps=300",
     "train.warmup_steps=15",

@@ -36,7 +36,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# A shorter budget than the default pipeline, as the CPU grid of the README uses.
+# A shorter budget than the default pipeline, as the CPU grid of docs/experiments.md uses.
 DEFAULT_SETS = (
     "synth.samples=1000",
     "train.max_steps=300",

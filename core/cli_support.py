@@ -1,13 +1,17 @@
-"""Shared pieces of the Typer commands: the --params option and expected-error handling."""
+"""Shared pieces of the Typer commands: the app and command classes, the --params option and
+expected-error handling."""
 
 from __future__ import annotations
 
 import functools
+import inspect
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from core.errors import FewsamError
 from core.params import Params, load_params
@@ -19,9 +23,76 @@ PARAMS_OPTION = typer.Option(
 )
 
 
-def new_app(help_text: str) -> typer.Typer:
-    """A Typer app with the project's settings (no locals in tracebacks, no shell completion)."""
-    return typer.Typer(
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+
+
+def unwrap(text: str | None) -> str | None:
+    """`text` with the line breaks inside each paragraph turned into spaces; blank lines (the
+    paragraph breaks) kept.
+
+    Typer's rich help prints a docstring's paragraphs with their line breaks as written, so a
+    docstring wrapped for the source file would break mid-sentence at every terminal width.
+    """
+    if not text:
+        return text
+    paragraphs = _PARAGRAPH_BREAK.split(inspect.cleandoc(text))
+    joined = (" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+    return "\n\n".join(p for p in joined if p)
+
+
+def _flag_without_metavar(param: Any) -> Any:
+    """`param` with an empty metavar when it is a flag: Typer's rich help would print `<bool>`
+    beside it (and beside --help), though a flag takes no value."""
+    if getattr(param, "is_flag", False) and param.metavar is None:
+        param.metavar = ""
+    return param
+
+
+def _tidy(command: Any) -> None:
+    """Help texts unwrapped and flags without a metavar, for `command`'s own options."""
+    command.help = unwrap(command.help)
+    command.short_help = unwrap(command.short_help)
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = unwrap(param.help)
+        _flag_without_metavar(param)
+
+
+class Command(TyperCommand):
+    """A command whose help reads the same at any width (see `unwrap`, `_flag_without_metavar`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _tidy(self)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        # click builds --help on first use, after __init__: tidied here.
+        return _flag_without_metavar(super().get_help_option(ctx))
+
+
+class Group(TyperGroup):
+    """A command group whose help reads the same at any width, like `Command`'s."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _tidy(self)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _flag_without_metavar(super().get_help_option(ctx))
+
+
+class App(typer.Typer):
+    """A Typer app whose group is a `Group` and whose commands are `Command`s by default."""
+
+    def command(self, name: str | None = None, *, cls: Any = None, **kwargs: Any) -> Any:
+        return super().command(name, cls=cls or Command, **kwargs)
+
+
+def new_app(help_text: str) -> App:
+    """A Typer app with the project's settings (no locals in tracebacks, no shell completion,
+    help that rewraps at any width)."""
+    return App(
+        cls=Group,
         help=help_text,
         no_args_is_help=True,
         add_completion=False,

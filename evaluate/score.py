@@ -13,7 +13,11 @@ Two sources of ground truth:
   `dataset.slice_size` the models worked at;
 - folder mode (`run_folders`): any folder of `<case>.nii.gz` label maps (nnU-Net's `labelsTs/`,
   say), so other tools' predictions are scored under exactly the same protocol; spacing from the
-  ground-truth files' headers.
+  ground-truth files' headers. The class names come from `--classes` or from a dataset.json in
+  or just above the folder; without either the command stops, since the label ids found in the
+  files cannot tell how many classes there are (a class absent from every file would vanish).
+
+`run` is `fewsam evaluate score`: it checks the options, then picks the mode.
 
 Every case of the ground truth needs a prediction of every method and every prediction a ground
 truth; a prediction must lie on its ground truth's grid (shape and affine) and hold ids 0..K
@@ -34,12 +38,19 @@ from rich.table import Table
 
 from core.atomic import ensure_parent
 from core.errors import InputError, ParamsError
-from core.params import Params
+from core.params import Params, load_params
 from core.progress import track
 from core.volume import Volume, spacing_zyx, to_zyx
 from evaluate import reports
 from evaluate.layout import evaluation_cases, method_order, nifti_cases
-from evaluate.protocols import ClassScore, ProtocolName, Summary, score_case, summarize
+from evaluate.protocols import (
+    PROTOCOLS,
+    ClassScore,
+    ProtocolName,
+    Summary,
+    score_case,
+    summarize,
+)
 from synth.datasets import open_dataset
 from synth.datasets.nifti import read_dataset_json
 from synth.datasets.nifti_io import AFFINE_TOLERANCE_MM, NiftiVolume, label_ids, read_label
@@ -278,21 +289,18 @@ def parse_classes(text: str) -> tuple[str, ...]:
     return names
 
 
-def folder_classes(folder: Path, files: dict[str, Path]) -> tuple[str, ...]:
-    """Class names of a ground-truth folder: an nnU-Net/MSD dataset.json in it or just above it,
-    else `class 1` .. `class K` for the largest id found in its files."""
+def folder_classes(folder: Path) -> tuple[str, ...]:
+    """Class names of a ground-truth folder from an nnU-Net/MSD dataset.json in it or just above
+    it; ParamsError asking for --classes when neither names them."""
     for meta in (folder / "dataset.json", folder.parent / "dataset.json"):
         if meta.is_file():
             _, classes = read_dataset_json(meta)
             if classes:
                 return classes
-    top = 0
-    for path in track(list(files.values()), "classes"):
-        ids = label_ids(read_label(path).data)
-        top = max(top, int(ids.max()) if ids.size else 0)
-    if top < 1:
-        raise InputError(folder, "no labeled voxel in any ground truth: give --classes")
-    return tuple(f"class {i}" for i in range(1, top + 1))
+    raise ParamsError(
+        f"--classes: required with --gt {folder}, which has no dataset.json (in it or just "
+        'above it) naming the classes; give the names of ids 1..K, e.g. --classes "liver,spleen"'
+    )
 
 
 def run_folders(
@@ -302,17 +310,45 @@ def run_folders(
     protocol: ProtocolName = "transunet",
     classes: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Score a folder of predictions against a folder of ground-truth label maps."""
-    ensure_parent(out / "metrics.json")
+    """Score a folder of predictions against a folder of ground-truth label maps; `classes`
+    names ids 1..K (default: the folder's dataset.json, see `folder_classes`)."""
     if not ground_truth.is_dir():
         raise InputError(ground_truth, "ground-truth folder not found")
+    # Before `out` is created: a refused command leaves nothing behind.
+    names = classes or folder_classes(ground_truth)
+    ensure_parent(out / "metrics.json")
     files = nifti_cases(ground_truth)
     if not files:
         raise InputError(ground_truth, "no <case>.nii.gz ground truth in this folder")
     found = find_predictions(predictions)
     check_cases(found, list(files), f"the ground truth in {ground_truth}")
-    names = classes or folder_classes(ground_truth, files)
 
     truths = (Truth.of_file(c, p, len(names)) for c, p in track(list(files.items()), "score"))
     results = score_predictions(found, truths, len(names), protocol)
     return write_reports(out, results, names, protocol)
+
+
+def check_protocol(protocol: str | None) -> ProtocolName | None:
+    """`--protocol` checked: one of PROTOCOLS, or None for the default."""
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ParamsError(f"--protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    return protocol  # type: ignore[return-value]
+
+
+def run(
+    params_path: Path,
+    predictions: Path,
+    out: Path,
+    ground_truth: Path | None = None,
+    protocol: str | None = None,
+    classes: str | None = None,
+) -> dict[str, Any]:
+    """`fewsam evaluate score`: the options checked, then the pipeline mode (the params' dataset,
+    read from `params_path`) or, with `ground_truth`, the folder mode."""
+    chosen = check_protocol(protocol)
+    if ground_truth is None:
+        if classes is not None:
+            raise ParamsError("--classes goes with --gt (the dataset names its own classes)")
+        return run_pipeline(load_params(params_path), predictions, out, chosen)
+    names = parse_classes(classes) if classes is not None else None
+    return run_folders(predictions, ground_truth, out, chosen or "transunet", names)

@@ -54,25 +54,15 @@ def evaluate_score(
     protocol: str | None = PROTOCOL_OPTION,
     classes: str | None = typer.Option(
         None,
-        help='Class names of ids 1..K with --gt, e.g. "liver,spleen" (default: a dataset.json '
-        "in or above --gt, else the largest id found).",
+        help='Class names of ids 1..K with --gt, e.g. "liver,spleen"; needed unless a '
+        "dataset.json in or just above --gt names them.",
         show_default=False,
     ),
 ) -> None:
     """Stage score: Dice and HD95 per class of prediction folders against the ground truth."""
-    from core.errors import ParamsError
     from evaluate import score
-    from evaluate.protocols import PROTOCOLS
 
-    if protocol is not None and protocol not in PROTOCOLS:
-        raise ParamsError(f"--protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
-    if gt is None:
-        if classes is not None:
-            raise ParamsError("--classes goes with --gt (the dataset names its own classes)")
-        score.run_pipeline(read_params(params), pred, out, protocol)  # type: ignore[arg-type]
-        return
-    names = score.parse_classes(classes) if classes is not None else None
-    score.run_folders(pred, gt, out, protocol or "transunet", names)  # type: ignore[arg-type]
+    score.run(params, pred, out, gt, protocol, classes)
 
 
 @expected_errors

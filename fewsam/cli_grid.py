@@ -58,8 +58,26 @@ def report(
     archive: Path | None = typer.Option(
         None, help="Merge finished experiments into this JSON archive and report all it holds."
     ),
+    docs: bool = typer.Option(
+        False,
+        "--docs",
+        help="Instead: regenerate the result tables of README.md, BENCHMARKS.md and docs/*.md "
+        "(the blocks between `<!-- table:NAME:start -->` and `<!-- table:NAME:end -->`) from "
+        "the committed records: docs/grid_cpu_records.json, docs/bench_refine_litemedsam.json, "
+        "reports/metrics.json.",
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="With --docs: write nothing; exit 1 when a table is stale."
+    ),
 ) -> None:
     """Collect finished DVC experiments into the paper's table and a DSC-vs-exemplars plot."""
+    if docs:
+        from fewsam import doc_tables
+
+        stale = doc_tables.update(Path("."), check)
+        for page in stale:
+            typer.echo(f"{page}: {'stale' if check else 'updated'}")
+        raise typer.Exit(1 if check and stale else 0)
     from fewsam import paper_report
 
     for path in paper_report.run(Path.cwd(), out, all_commits, archive):

@@ -12,9 +12,12 @@ row listed twice, a label file missing, unreadable, on another grid, shape or or
 with ids outside the classes, a listed slice outside the scan, never saved, or empty without
 being marked negative, and labeled voxels on a slice the manifest does not list.
 
-Extraction refuses the same: with a manifest it runs `problems` on the training cases (the
-cases it reads) and prints the same lines before it stops; without one (the paper's protocol,
-fully labeled volumes) it stops at the first problem of a case it reads, tilt included.
+Extraction refuses the same, in the same words, for the cases it reads (the training cases):
+with a manifest it runs `find_problems` on them (tilt included) and `check_folder` on the
+annotation folder, prints every line and stops before writing anything; without one (the
+paper's protocol, fully labeled volumes) `iter_volumes` stops at the first problem of a case,
+tilt included. A label file turned off its scan is refused by the annotation grid check (its
+affine differs from the scan's); a scan turned with its labels is refused as oblique.
 """
 
 from __future__ import annotations

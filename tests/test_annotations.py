@@ -154,6 +154,25 @@ def _other_affine(s: Setup) -> tuple[Path, str]:
     return path, "affine differs from the scan case0006_0000.nii.gz (by up to 2 mm)"
 
 
+def turn(path: Path, degrees: float) -> np.ndarray:
+    """Save the NIfTI at `path` with its axes turned `degrees` about the world z axis (voxels,
+    header and origin kept), as a tilted acquisition is stored; returns the old affine."""
+    img = nib.load(path)
+    t = np.radians(degrees)
+    rotation = np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0, 0, 1]])
+    affine = img.affine.copy()
+    affine[:3, :3] = rotation @ img.affine[:3, :3]
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine, img.header), path)
+    return img.affine
+
+
+def _label_tilted(s: Setup) -> tuple[Path, str]:
+    path = label_path(s.folder, "case0006")
+    before = turn(path, 30.0)
+    diff = float(np.abs(nib.load(path).affine - before).max())
+    return path, f"affine differs from the scan case0006_0000.nii.gz (by up to {diff:.4g} mm)"
+
+
 def mirror_along_i(path: Path) -> None:
     """Save the file flipped along i with the affine adjusted, as a viewer saving in its own
     orientation does: the same anatomy in world space, stored R,P,S instead of L,P,S."""
@@ -251,6 +270,7 @@ FAULTS: dict[str, Callable[[Setup], tuple[Path, str]]] = {
     "label on another shape": _other_shape,
     "label with another affine": _other_affine,
     "label saved mirrored (R,P,S)": _mirrored,
+    "label tilted 30 degrees off its scan": _label_tilted,
     "label ids above the classes": _ids_above,
     "listed slice outside the scan": _slice_outside,
     "listed slice -1": _slice_negative,
@@ -334,6 +354,34 @@ def test_each_annotation_problem_names_its_file(annotated: Setup, fault: str) ->
     assert not (annotated.params_file.parent / "out").exists() or not any(
         (annotated.params_file.parent / "out").iterdir()
     )
+
+
+def test_tilted_scan_with_its_annotation_is_refused_as_data_check_does(
+    annotated: Setup, tmp_path: Path
+) -> None:
+    """A training scan turned 30 degrees, its annotation saved on its grid (so no grid problem):
+    `data check` and extraction name the scan oblique in the same single line, and extraction
+    writes nothing. The annotated route into training is as strict about tilt as `data check`."""
+    root = tmp_path / "tilted"
+    shutil.copytree(annotated.params.dataset.root, root)  # the shared sources stay untouched
+    scan = root / "imagesTr" / "case0006_0000.nii.gz"
+    turn(scan, 30.0)
+    turn(label_path(annotated.folder, "case0006"), 30.0)
+    data = yaml.safe_load(annotated.params_file.read_text())
+    data["dataset"]["root"] = str(root)
+    annotated.params_file.write_text(yaml.safe_dump(data))
+    line = (
+        f"{scan}: oblique scan: its axes are 30.0 degrees off the world axes (more than 20); "
+        "resample it to the scanner axes"
+    )
+    checked = _check(annotated.params_file)
+    assert checked.exit_code == 2, checked.output
+    assert _problem_lines(checked.stdout, tmp_path) == [line], checked.stdout  # root and folder
+    extracted = _extract(annotated)
+    assert extracted.exit_code == 2, (extracted.output, extracted.exception)
+    assert _problem_lines(extracted.stdout, tmp_path) == [line], extracted.stdout
+    assert extracted.stderr.count("\n") == 1 and "nothing written" in extracted.stderr
+    assert not (annotated.params_file.parent / "out" / "ex.h5").exists()
 
 
 def test_clean_folder_extracts(annotated: Setup) -> None:

@@ -154,7 +154,7 @@ def test_pooled_dice_is_why_two_ranks_are_not_one_big_batch(params: Params) -> N
 
 @pytest.mark.slow
 def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
-    """README's `torchrun --nproc_per_node 2 -m fewsam -- train run` with batch 2 per process
+    """docs/method.md's `torchrun --nproc_per_node 2 -m fewsam -- train run` with batch 2 per process
     against `fewsam train run` with batch 4: the same adapter to within lr / 100 (module
     docstring), the same logged losses."""
     steps = 4

@@ -50,7 +50,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def pipeline(folder: Path, params: Path, root: Path) -> None:
     """extract -> synth run -> train run -> evaluate infer -> evaluate score -> predict, as the
-    README runs them."""
+    docs/labeling.md runs them."""
     data, models, reports = folder / "data", folder / "models", folder / "reports"
     commands = [
         ["synth", "extract", "--out", data / "exemplars.h5", "--csv", data / "exemplars.csv"],

@@ -77,20 +77,40 @@ def test_a_shifted_cube_scores_what_the_hand_count_says(
     assert (out / "per_class.csv").read_text().splitlines()[1] == f"cube,pred,0.75,{cube_hd95}"
 
 
-def test_method_subfolders_and_classes_from_the_largest_id(tmp_path: Path) -> None:
+def test_method_subfolders(tmp_path: Path) -> None:
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     save(gt / "a.nii.gz", cube())
     save(pred / "mine" / "a.nii.gz", cube())
     save(pred / "prompted" / "a.nii.gz", cube(shift=1))
     out = tmp_path / "out"
-    result = score("--pred", pred, "--gt", gt, "--out", out)
+    result = score("--pred", pred, "--gt", gt, "--out", out, "--classes", "cube")
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["protocol"] == "transunet"
-    assert metrics["dsc"] == 0.75 and metrics["adapted"]["prompted"]["per_class"]["class 1"]
+    assert metrics["dsc"] == 0.75 and metrics["adapted"]["prompted"]["per_class"]["cube"]
     assert metrics["methods"]["mine"]["dice"] == 1.0
     methods = [line.split(",")[1] for line in (out / "per_case.csv").read_text().splitlines()[1:]]
     assert methods == ["prompted", "mine"]  # the pipeline's methods first
+
+
+def test_gt_without_classes_needs_a_dataset_json(
+    tmp_path: Path, folders: tuple[Path, Path]
+) -> None:
+    """The ids found in the files cannot say how many classes there are: a class absent from
+    every ground truth would silently vanish. Without --classes or a dataset.json naming them,
+    one line names the option and nothing is written; a dataset.json just above --gt names
+    them, an absent class included."""
+    pred, gt = folders
+    out = tmp_path / "out"
+    result = score("--pred", pred, "--gt", gt, "--out", out)
+    assert_one_line_error(result, "--classes: required with --gt", gt, "dataset.json")
+    assert not out.exists()
+    meta = {"labels": {"0": "background", "1": "cube", "2": "absent"}}
+    (gt.parent / "dataset.json").write_text(json.dumps(meta))
+    result = score("--pred", pred, "--gt", gt, "--out", out)
+    assert result.exit_code == 0, result.output
+    per_class = json.loads((out / "metrics.json").read_text())["methods"]["pred"]["per_class"]
+    assert sorted(per_class) == ["absent", "cube"] and per_class["absent"]["dice"] == 0.0
 
 
 def _bad(tmp_path: Path, kind: str) -> tuple[Path, str]:

@@ -1,0 +1,225 @@
+"""The documentation's result tables, generated from the records the project keeps.
+
+A table in README.md, BENCHMARKS.md or a page of docs/ sits between `<!-- table:NAME:start -->` and
+`<!-- table:NAME:end -->`; `fewsam report --docs` rewrites every such block from the records
+and `--docs-check` says which differ (tests/test_doc_tables.py runs the check, so a committed
+table cannot drift from its records). Sources, all committed:
+
+- the grid archive (`docs/grid_cpu_records.json`, written by `fewsam report --archive`): the paper's
+  grid (`synapse-*`), the default recipe at 1, 9 and 36 exemplars (`lr005-*`), the default run's
+  replicates (`default-s*`);
+- the refiner study (`docs/bench_refine_litemedsam.json`, `benchmarks/bench_refine.py`), read at
+  the margin and trust rule params.yaml sets (`evaluate.refine_*`);
+- `reports/metrics.json`, the default run of `make repro`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.atomic import write_text
+from core.errors import InputError
+from fewsam import exp_archive
+from fewsam.exp_records import ExpRecord
+from fewsam.paper_report import ablation_markdown, markdown
+from fewsam.report_rows import table_rows
+from fewsam.report_stats import Summary, summarize
+
+ARCHIVE = Path("docs/grid_cpu_records.json")
+REFINE = Path("docs/bench_refine_litemedsam.json")
+METRICS = Path("reports/metrics.json")
+BLOCK = re.compile(
+    r"(<!-- table:(?P<name>[a-z_]+):start -->\n)(?P<body>.*?)(<!-- table:(?P=name):end -->)",
+    re.S,
+)
+NAME = re.compile(r"^(?P<prefix>.+)-(?P<n>\d+)-synth-s(?P<r>\d+)$")
+# The default recipe's archived grid points, and the exemplar counts of the results table.
+DEFAULT_PREFIX, COUNTS = "lr005", (1, 9, 36)
+PAPER_PREFIX = "synapse"
+# Methods of reports/metrics.json: (label, DSC key).
+DEFAULT_METHODS = (
+    ("fewsam, prompted (one point per organ)", "dsc"),
+    ("fewsam, prompt-free", "dsc_prompt_free"),
+    ("U-Net, same synthetic data", "unet_dsc"),
+    ("zero-shot SAM, one point per organ", "zero_shot_dsc"),
+    ("zero-shot SAM, ground-truth box per organ", "zero_shot_box_dsc"),
+)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the tables are made from (see the module docstring)."""
+
+    records: Sequence[ExpRecord]
+    refine: Mapping[str, Any] | None
+    metrics: Mapping[str, Any]
+    refine_rule: tuple[int, float, float]  # margin, min_score, min_agreement
+
+
+def load_sources(root: Path) -> Sources:
+    from core.params import load_params
+
+    ev = load_params(root / "params.yaml").evaluate
+    refine_path = root / REFINE
+    metrics_path = root / METRICS
+    try:
+        refine = json.loads(refine_path.read_text()) if refine_path.exists() else None
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(metrics_path, f"cannot be read ({e})") from None
+    return Sources(
+        exp_archive.load(root / ARCHIVE),
+        refine,
+        metrics,
+        (ev.refine_margin, ev.refine_min_score, ev.refine_min_agreement),
+    )
+
+
+def _pct(s: Summary) -> str:
+    if s.mean is None:
+        return "–"
+    # A method that draws nothing (zero-shot SAM) scores the same in every replicate.
+    return f"{100 * s.mean:.2f}" + ("" if not s.sd else f" ± {100 * s.sd:.2f}")
+
+
+def _groups(records: Sequence[ExpRecord], prefix: str) -> dict[int, list[ExpRecord]]:
+    """Exemplar count -> the replicates of `<prefix>-<n>-synth-s<r>`, by replicate."""
+    out: dict[int, dict[int, ExpRecord]] = defaultdict(dict)
+    for rec in records:
+        m = NAME.match(rec.name)
+        if m and m["prefix"] == prefix:
+            out[int(m["n"])][int(m["r"])] = rec
+    return {n: [runs[r] for r in sorted(runs)] for n, runs in out.items()}
+
+
+def _refined(src: Sources, n: int, model: str) -> tuple[Summary, Summary] | None:
+    """(unrefined, refined) mean ± sd over the replicates at `n` exemplars of `model`'s label
+    maps (prompt_free | unet) on the refiner study's cases, at the params' margin and rule."""
+    if src.refine is None:
+        return None
+    margin, score, agreement = src.refine_rule
+    rule = f"m{margin}|s{-1e9 if score <= 0 else score:g}|a{agreement:g}"
+    before, after = [], []
+    for rep in range(10):
+        name = f"{DEFAULT_PREFIX}-{n}-synth-s{rep}/{model}"
+        cases = src.refine["case_dice"]
+        if f"{name}|unrefined" not in cases:
+            continue
+        if f"{name}|{rule}" not in cases:
+            raise InputError(REFINE, f"has no rule {rule} (evaluate.refine_* in params.yaml)")
+        before.append(float(np.mean(cases[f"{name}|unrefined"])))
+        after.append(float(np.mean(cases[f"{name}|{rule}"])))
+    return (summarize(before), summarize(after)) if before else None
+
+
+def results_table(src: Sources) -> str:
+    """What SAM adds, at the default recipe: every method at 1, 9 and 36 exemplars (synthesis
+    on), DSC % mean ± sd over replicates; refiner rows on the refiner study's cases."""
+    groups = _groups(src.records, DEFAULT_PREFIX)
+    counts = [n for n in COUNTS if n in groups]
+    head = "| method | " + " | ".join(f"{n} exemplar{'s' * (n > 1)}" for n in counts) + " |"
+    lines = [head, "|---|" + "---:|" * len(counts)]
+    for label, key in DEFAULT_METHODS:
+        cells = [_pct(summarize([r.metrics.get(key) for r in groups[n]])) for n in counts]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if src.refine is not None:
+        k = len(src.refine["cases"])
+        for label, model in (("fewsam prompt-free", "prompt_free"), ("U-Net", "unet")):
+            cells = []
+            for n in counts:
+                pair = _refined(src, n, model)
+                cells.append("–" if pair is None else f"{_pct(pair[1])} (from {_pct(pair[0])})")
+            lines.append(
+                f"| {label} + LiteMedSAM refiner, first {k} cases | " + " | ".join(cells) + " |"
+            )
+        ceiling = src.refine["case_dice"].get("ground_truth|m0|s-1e+09|a0")
+        if ceiling:
+            value = f"{100 * float(np.mean(ceiling)):.2f}"
+            lines.append(
+                f"| LiteMedSAM, ground-truth box per organ and slice, first {k} cases | "
+                + " | ".join(value for _ in counts)
+                + " |"
+            )
+    reps = sorted({len(groups[n]) for n in counts})
+    lines.append("")
+    lines.append(
+        f"DSC (%) over the 8 organs, mean ± sd over {'/'.join(map(str, reps))} replicates; "
+        f"records: `{ARCHIVE}`" + (f", `{REFINE}`" if src.refine is not None else "") + "."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def default_table(src: Sources) -> str:
+    """The default run (`make repro`, reports/metrics.json) beside its replicates' spread
+    (`default-s*` in the archive: the same params with `replicate` 0, 1, 2)."""
+    reps = sorted(
+        (r for r in src.records if re.fullmatch(r"default-s\d+", r.name)), key=lambda r: r.name
+    )
+    lines = [
+        "| method | this run (reports/metrics.json) | replicates, mean ± sd (n) |",
+        "|---|---:|---:|",
+    ]
+    for label, key in DEFAULT_METHODS:
+        s = summarize([r.metrics.get(key) for r in reps])
+        spread = f"{_pct(s)} ({s.n})" if s.n else "–"
+        value = src.metrics.get(key)
+        lines.append(f"| {label} | {'–' if value is None else f'{100 * value:.2f}'} | {spread} |")
+    return "\n".join(lines) + "\n"
+
+
+def grid_table(src: Sources) -> str:
+    """The paper's grid on the CPU settings (`synapse-*`), as `fewsam report` writes it."""
+    mine = [r for r in src.records if r.name.startswith(PAPER_PREFIX + "-")]
+    rows = table_rows(mine, lambda r: r.cases, lambda r: r.budget)
+    ablation = ablation_markdown(rows)
+    return markdown(rows) + ("\n" + ablation if ablation else "")
+
+
+TABLES: dict[str, Callable[[Sources], str]] = {
+    "results": results_table,
+    "default": default_table,
+    "grid": grid_table,
+}
+
+
+def pages(root: Path) -> list[Path]:
+    out = [root / "README.md", root / "BENCHMARKS.md"]
+    docs = root / "docs"
+    if docs.is_dir():
+        out += sorted(docs.rglob("*.md"))
+    return [p for p in out if p.is_file()]
+
+
+def render(text: str, src: Sources, where: Path) -> str:
+    """`text` with every table block regenerated; an unknown table name is an error."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in TABLES:
+            raise InputError(where, f"unknown table `{name}` (known: {', '.join(TABLES)})")
+        return m.group(1) + TABLES[name](src) + m.group(4)
+
+    return BLOCK.sub(sub, text)
+
+
+def update(root: Path, check: bool = False) -> list[Path]:
+    """Regenerate the table blocks of README.md, BENCHMARKS.md and docs/; returns the pages whose blocks
+    differed (and, unless `check`, were rewritten atomically)."""
+    src = load_sources(root)
+    stale = []
+    for page in pages(root):
+        text = page.read_text(encoding="utf-8")
+        new = render(text, src, page)
+        if new != text:
+            stale.append(page)
+            if not check:
+                write_text(page, new)
+    return stale
