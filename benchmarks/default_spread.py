@@ -16,9 +16,9 @@ import re
 import statistics
 from pathlib import Path
 
+from benchmarks import recipe_study
 from fewsam import exp_archive
 from fewsam.exp_records import ExpRecord
-from fewsam.report_stats import summarize
 
 METHODS = (
     ("dsc", "fewsam, prompted"),
@@ -30,11 +30,10 @@ METHODS = (
 
 
 def mean_sd(values: list[float]) -> str:
-    s = summarize(values)
-    if s.mean is None:
+    """recipe_study's mean ± sd (%), with the range (max − min) after it."""
+    if not values:
         return "–"
-    sd = "" if s.sd is None else f" ± {100 * s.sd:.2f}"
-    return f"{100 * s.mean:.2f}{sd} (range {100 * (max(values) - min(values)):.2f})"
+    return f"{recipe_study.mean_sd(list(values))} (range {100 * (max(values) - min(values)):.2f})"
 
 
 def groups_of(records: list[ExpRecord], prefixes: list[str]) -> dict[str, list[ExpRecord]]:
