@@ -54,10 +54,12 @@ class Prompt:
 
 @dataclass(frozen=True)
 class Embedding:
-    """A slice's image embedding (1 x E x g x g) and the slice's H x W."""
+    """A slice's image embedding (1 x E x g x g) and the slice's H x W; `image` is the model input
+    it came from, kept where the model decodes with it (an adapter with a fine head)."""
 
     tensor: torch.Tensor
     hw: tuple[int, int]
+    image: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -234,7 +236,8 @@ class AdapterEngine:
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> Embedding:
         x = to_sam_input(image[None], self.size)
-        return Embedding(self.model.embed(x), (int(image.shape[1]), int(image.shape[2])))
+        hw = (int(image.shape[1]), int(image.shape[2]))
+        return Embedding(self.model.embed(x), hw, x if self.model.fine_head is not None else None)
 
     @torch.no_grad()
     def predict(self, emb: Embedding, prompt: Prompt, mask_input: torch.Tensor | None) -> Answer:
@@ -250,7 +253,7 @@ class AdapterEngine:
             xy = [(to_input(x, w, s) + 0.5, to_input(y, h, s) + 0.5) for x, y in positive]
             points = torch.tensor([xy], dtype=torch.float32)
             labels = torch.full((1, len(xy)), prompt.cls, dtype=torch.int64)
-        logits = self.model.decode(emb.tensor, points, labels)
+        logits = self.model.decode(emb.tensor, points, labels, emb.image)
         logits = F.interpolate(logits, (h, w), mode="bilinear", align_corners=False)
         prob = logits.softmax(dim=1)[0]
         mask = (prob.argmax(dim=0) == prompt.cls).cpu().numpy()

@@ -30,7 +30,9 @@ from train.base_weights import load_sam
 from train.model import build_fewsam
 
 K = 8
-LORA = LoraParams(rank=4, alpha=4.0, dropout=0.0, encoder=True, decoder=True, finetune="lora")
+LORA = LoraParams(
+    rank=4, alpha=4.0, dropout=0.0, encoder=True, decoder=True, finetune="lora", fine_head=False
+)
 
 
 def volume(z: int, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,9 @@ def one(arch: str, size: int, steps: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    lora = LoraParams(rank=4, alpha=4.0, dropout=0.0, encoder=True, decoder=True, finetune="lora")
+    lora = LoraParams(
+        rank=4, alpha=4.0, dropout=0.0, encoder=True, decoder=True, finetune="lora", fine_head=False
+    )
     model = build_fewsam(ModelParams(arch, None, size), lora, CLASSES).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     images = torch.rand(1, 3, size, size)

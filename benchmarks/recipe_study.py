@@ -31,11 +31,12 @@ KEYS = (
     "lora.rank",
     "lora.alpha",
     "lora.finetune",
+    "lora.fine_head",
     "loss.dice_background",
     "train.prompt_dropout",
     "train.points_per_class",
 )
-FALLBACK = {"finetune": "lora"}  # archived before the key existed
+FALLBACK = {"finetune": "lora", "fine_head": False}  # archived before the keys existed
 
 
 def flat(params: dict[str, Any], key: str) -> Any:

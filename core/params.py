@@ -186,6 +186,8 @@ class LoraParams:
     decoder: bool
     # lora: adapters on the frozen base | full: no adapters, every weight of the base trains.
     finetune: Literal["lora", "full"]
+    # A trained full-resolution head on the decoder's upsampled logits (train.model.FineHead).
+    fine_head: bool
 
     def __post_init__(self) -> None:
         _check(self.rank >= 1, "lora.rank", "must be >= 1")

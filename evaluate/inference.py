@@ -45,6 +45,7 @@ class SliceModel(Protocol):
         embeddings: torch.Tensor,
         points: torch.Tensor | None,
         point_labels: torch.Tensor | None,
+        images: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
 
@@ -112,7 +113,7 @@ def predict_volume(
             if any(len(classes) for _, classes in sets):
                 sets = [(scale_points(p, (h, w), size), c) for p, c in sets]
                 points, point_labels = (t.to(device) for t in pad_points(sets))
-        logits = model.decode(embeddings, points, point_labels)  # N x (K+1) x S x S
+        logits = model.decode(embeddings, points, point_labels, x)  # N x (K+1) x S x S
         for j, zi in enumerate(batch):
             up = F.interpolate(
                 logits[j : j + 1].float(), size=(out_h, out_w), mode="bilinear", align_corners=False

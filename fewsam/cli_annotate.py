@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from annotate.serve import serve
 from core.cli_support import PARAMS_OPTION, expected_errors, read_params
 
 
@@ -32,6 +31,10 @@ def annotate(
     params_path: Path = PARAMS_OPTION,
 ) -> None:
     """Label the suggested slices in a page where SAM drafts each class from a box or clicks."""
+    # Imported here: the page's engines load torch and SAM, which every other command (and
+    # `fewsam --help`) would otherwise pay for at start-up.
+    from annotate.serve import serve
+
     params = read_params(params_path)
     folder = annotations or Path(params.dataset.annotations)
     serve(params, folder, engine, adapter, host, port, threads)

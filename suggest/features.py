@@ -78,7 +78,7 @@ def adapted_uncertainty(
         slices = np.ascontiguousarray(np.moveaxis(image[:, batch], 1, 0))
         x = to_sam_input(slices, model.input_size).to(device)
         embeddings = model.embed(x)
-        logits = model.decode(embeddings, None, None)
+        logits = model.decode(embeddings, None, None, x)
         entropies.append(mean_entropy(logits).cpu().numpy())
         features.append(embeddings.float().mean(dim=(2, 3)).cpu().numpy())
     if not entropies:

@@ -15,7 +15,9 @@ from safetensors.torch import save_file
 from core.params import LoraParams
 from train.sam_registry import build_sam
 
-LORA = LoraParams(rank=4, alpha=8.0, dropout=0.0, encoder=True, decoder=True, finetune="lora")
+LORA = LoraParams(
+    rank=4, alpha=8.0, dropout=0.0, encoder=True, decoder=True, finetune="lora", fine_head=False
+)
 
 
 def perturbed_state(arch: str = "tiny", input_size: int = 64, seed: int = 0) -> dict:

@@ -55,6 +55,7 @@ def test_reload_gives_identical_outputs(tmp_path: Path, with_checkpoint: bool) -
         "encoder": True,
         "decoder": True,
         "finetune": "lora",
+        "fine_head": False,
     }
     assert config["base_sha256"] == (sha256_file(ckpt) if ckpt else None)
     stored = load_file(str(out / "adapter.safetensors"))
@@ -82,16 +83,34 @@ def test_full_finetuning_trains_and_stores_every_weight(tmp_path: Path) -> None:
     assert torch.equal(outputs(reloaded), outputs(model))
 
 
+def test_fine_head_is_stored_and_reloaded(tmp_path: Path) -> None:
+    head = dataclasses.replace(LORA, fine_head=True)
+    model = trained(None, lora=head).eval()
+    out = tmp_path / "adapter"
+    save_adapter(model, out, {})
+    stored = load_file(str(out / "adapter.safetensors"))
+    assert {n for n in stored if n.startswith("fine_head.")} == {
+        f"fine_head.net.{i}.{kind}" for i in (0, 2, 4) for kind in ("weight", "bias")
+    }
+    reloaded, _ = load_adapter(out)
+    assert reloaded.fine_head is not None
+    assert torch.equal(outputs(reloaded), outputs(model))
+    # The head's trained weights are what the reloaded model's outputs depend on.
+    with torch.no_grad():
+        reloaded.fine_head.net[4].weight.zero_()
+    assert not torch.equal(outputs(reloaded), outputs(model))
+
+
 def test_config_without_finetune_loads_as_lora(tmp_path: Path) -> None:
-    """Adapters written before `lora.finetune` existed are LoRA adapters."""
+    """Adapters written before `lora.finetune` and `lora.fine_head` existed: LoRA, no head."""
     model = trained(None).eval()
     out = tmp_path / "adapter"
     save_adapter(model, out, {})
     config = json.loads((out / "config.json").read_text())
-    del config["lora"]["finetune"]
+    del config["lora"]["finetune"], config["lora"]["fine_head"]
     (out / "config.json").write_text(json.dumps(config))
     reloaded, _ = load_adapter(out)
-    assert reloaded.lora.finetune == "lora"
+    assert reloaded.lora.finetune == "lora" and reloaded.fine_head is None
     assert torch.equal(outputs(reloaded), outputs(model))
 
 

@@ -82,16 +82,13 @@ def test_baseline_learns_and_repeats(tmp_path: Path, params: Params) -> None:
     pred = predict_unet(loaded, np.moveaxis(image, 1, 0), batch_size=4)
     dice = 2 * ((pred == 1) & (label == 1)).sum() / ((pred == 1).sum() + (label == 1).sum())
     assert dice > 0.9
-    # Same params and seed: the same weights; another replicate: another initialization.
-    loop.run(p, data, tmp_path / "again", tmp_path / "again.csv")
-    first, again = weights(tmp_path / "unet"), weights(tmp_path / "again")
-    assert all(torch.equal(first[k], again[k]) for k in first)
+    # Same params and seed: the same weights; another replicate: another initialization. A few
+    # steps show it as well as many (each step draws its batch and updates every weight).
     short = small(params, max_steps=3, warmup_steps=0)
-    for r in (0, 1):
-        loop.run(
-            dataclasses.replace(short, replicate=r), data, tmp_path / f"r{r}", tmp_path / "r.csv"
-        )
-    r0, r1 = weights(tmp_path / "r0"), weights(tmp_path / "r1")
+    for name, r in (("r0", 0), ("again", 0), ("r1", 1)):
+        loop.run(dataclasses.replace(short, replicate=r), data, tmp_path / name, tmp_path / "r.csv")
+    r0, again, r1 = (weights(tmp_path / name) for name in ("r0", "again", "r1"))
+    assert all(torch.equal(r0[k], again[k]) for k in r0)
     assert any(not torch.equal(r0[k], r1[k]) for k in r0)
     config = read_config(tmp_path / "unet")
     assert config["classes"] == ["square"] and config["channels"] == ["CT"]

@@ -45,7 +45,11 @@ class OracleModel:
         return images
 
     def decode(
-        self, emb: torch.Tensor, points: torch.Tensor | None, labels: torch.Tensor | None
+        self,
+        emb: torch.Tensor,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        images: torch.Tensor | None = None,
     ) -> torch.Tensor:
         self.calls.append((emb.shape[0], points, labels))
         background = torch.full_like(emb[:, :1], 0.5)
@@ -117,7 +121,7 @@ def test_prompts_do_not_depend_on_batch_size() -> None:
 def test_real_model_runs_and_batches_consistently() -> None:
     torch.manual_seed(0)
     model = build_fewsam(
-        ModelParams("tiny", None, 64), LoraParams(2, 2.0, 0.0, True, True, "lora"), K
+        ModelParams("tiny", None, 64), LoraParams(2, 2.0, 0.0, True, True, "lora", False), K
     )
     image = np.random.default_rng(0).random((1, 4, 40, 36)).astype(np.float32)
     one = predict_volume(model, image, 1)

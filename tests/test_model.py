@@ -186,6 +186,34 @@ def test_gradients_reach_every_adapter(ckpt: Path) -> None:
             assert p.grad.abs().max() > 0, name
 
 
+def test_fine_head_starts_neutral_trains_and_needs_the_images(ckpt: Path) -> None:
+    plain = fewsam(ckpt, 2)
+    model = fewsam(ckpt, 2, dataclasses.replace(LORA, fine_head=True))
+    x = images(2, seed=3)
+    pts, labels = torch.tensor([[[20.5, 30.5]], [[40.5, 9.5]]]), torch.tensor([[1], [2]])
+    with torch.no_grad():
+        # Zero-initialized last layer: before training the head changes nothing.
+        torch.testing.assert_close(model(x, pts, labels), plain(x, pts, labels))
+        torch.testing.assert_close(model(x), plain(x))
+    head = {n for n, p in model.named_parameters() if n.startswith("fine_head.")}
+    assert head and head <= set(trainable_state_dict(model))
+    assert not any(n.startswith("fine_head.") for n, _ in plain.named_parameters())
+    model.train()
+    target = torch.randint(0, 3, (2, SIZE, SIZE), generator=torch.Generator().manual_seed(0))
+    F.cross_entropy(model(x, pts, labels), target).backward()
+    last = model.fine_head.net[4]
+    assert last.weight.grad is not None and last.weight.grad.abs().max() > 0
+    with torch.no_grad():
+        last.weight.normal_(std=0.1)
+        emb = model.embed(x)
+        # The correction depends on the image itself, not only on the coarse logits.
+        assert not torch.equal(
+            model.decode(emb, None, None, x), model.decode(emb, None, None, 1 - x)
+        )
+        with pytest.raises(ValueError, match="fine head"):
+            model.decode(emb)
+
+
 def test_bad_inputs_are_refused(ckpt: Path) -> None:
     model = fewsam(ckpt, 2)
     with pytest.raises(ValueError, match="B x 3 x 64 x 64"):

@@ -196,7 +196,11 @@ class OracleModel(torch.nn.Module):
         return torch.tensor(found, dtype=torch.int64)
 
     def decode(
-        self, emb: torch.Tensor, points: torch.Tensor | None, labels: torch.Tensor | None
+        self,
+        emb: torch.Tensor,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        images: torch.Tensor | None = None,
     ) -> torch.Tensor:
         fy, fx = INPUT_SIZE // H, INPUT_SIZE // W
         logits = torch.zeros((emb.shape[0], K + 1, INPUT_SIZE, INPUT_SIZE))

@@ -50,7 +50,7 @@ def make_adapter(folder: Path, params_file: Path, channels: list[str], slice_siz
     params = parse_params(data)
     torch.manual_seed(0)
     model = build_fewsam(
-        ModelParams("tiny", None, 64), LoraParams(2, 2.0, 0.0, True, True, "lora"), 2
+        ModelParams("tiny", None, 64), LoraParams(2, 2.0, 0.0, True, True, "lora", False), 2
     )
     config = {"classes": ["a", "b"], "channels": channels, "dataset": to_dict(params.dataset)}
     save_adapter(model, folder, config)

@@ -107,8 +107,8 @@ def load_adapter(
     normalization = _normalization(config, where)
     try:
         model_params = ModelParams(config["arch"], base, config["input_size"])
-        # Adapters written before `finetune` existed are all LoRA adapters.
-        lora = LoraParams(**{"finetune": "lora", **config["lora"]})
+        # Adapters written before `finetune` / `fine_head` existed are LoRA adapters, no head.
+        lora = LoraParams(**{"finetune": "lora", "fine_head": False, **config["lora"]})
         model = build_fewsam(model_params, lora, config["num_classes"])
     except (KeyError, TypeError, ParamsError, ValueError) as e:
         raise InputError(where, f"unusable adapter config ({type(e).__name__}: {e})") from None

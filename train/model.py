@@ -11,6 +11,11 @@ a learned per-class vector that starts at zero, so before training a prompt acts
 positive point to SAM. Without prompts (`points=None`) the decoder sees no sparse tokens and the
 no-mask dense embedding, as in SAMed.
 
+With `lora.fine_head` a small convolutional head (`FineHead`) corrects the upsampled logits at
+full input resolution from the logits and the image itself: SAM's decoder predicts on a grid 4x
+coarser than its input, which blurs thin structures (the aorta, the pancreas) that a 4-pixel
+cell straddles.
+
 The image embedding is E x g x g: g = S/16 for SAM's ViT, 64 for LiteMedSAM's TinyViT at 256 px.
 The base stays frozen in training mode too: batch-norm layers (TinyViT has them) keep the
 checkpoint's running statistics, which the adapter does not store.
@@ -70,6 +75,33 @@ def widen_decoder(decoder: MaskDecoder, num_outputs: int) -> None:
     decoder.num_multimask_outputs = num_outputs - 1
 
 
+class FineHead(nn.Module):
+    """A residual on the S x S upsampled logits from the logits and the image, at full resolution.
+
+    Three 3x3 convolutions see 7 x 7 pixels, more than a 4 x 4 cell of the decoder's grid. The
+    last one starts at zero, so an untrained head leaves SAM's logits exactly as they are.
+    """
+
+    def __init__(self, num_outputs: int, width: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(num_outputs + 3, width, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width, num_outputs, 3, padding=1),
+        )
+        last = self.net[-1]
+        assert isinstance(last, nn.Conv2d)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, logits: Tensor, images: Tensor) -> Tensor:
+        """logits B x (K+1) x S x S, images B x 3 x S x S in [0, 1] -> corrected logits."""
+        x = torch.cat([logits, images.to(logits.dtype) * 2.0 - 1.0], dim=1)
+        return logits + self.net(x)
+
+
 class FewSam(nn.Module):
     """SAM with LoRA adapters and a (K+1)-class mask decoder with class-aware point prompts."""
 
@@ -91,9 +123,12 @@ class FewSam(nn.Module):
         dim = sam.prompt_encoder.embed_dim
         self.class_embed = nn.Embedding(num_classes + 1, dim)
         nn.init.zeros_(self.class_embed.weight)
+        self.fine_head = FineHead(num_classes + 1) if lora.fine_head else None
         for p in self.parameters():
             p.requires_grad_(lora.finetune == "full")
         trained = [getattr(sam.mask_decoder, n) for n in TRAINED_HEADS] + [self.class_embed]
+        if self.fine_head is not None:
+            trained.append(self.fine_head)
         for p in (p for m in trained for p in m.parameters()):
             p.requires_grad_(True)
         for name, p in self.sam.named_parameters():
@@ -181,22 +216,33 @@ class FewSam(nn.Module):
         return masks, dec.iou_prediction_head(hs[:, 0])
 
     def decode(
-        self, embeddings: Tensor, points: Tensor | None = None, point_labels: Tensor | None = None
+        self,
+        embeddings: Tensor,
+        points: Tensor | None = None,
+        point_labels: Tensor | None = None,
+        images: Tensor | None = None,
     ) -> Tensor:
         """Class logits B x (K+1) x S x S from embeddings B x E x g x g (see `embed`).
 
         points: B x P x 2 (x, y) in input pixels, pixel centres at +0.5; point_labels: B x P
-        int64 class ids 1..K, or -1 for padding (ignored). None = prompt-free.
+        int64 class ids 1..K, or -1 for padding (ignored). None = prompt-free. images: the
+        B x 3 x S x S input the embeddings came from, which the fine head needs (ignored
+        without one).
         """
         masks, _ = self.decode_low_res(embeddings, points, point_labels)
         size = (self.input_size, self.input_size)
-        return F.interpolate(masks, size, mode="bilinear", align_corners=False)
+        logits = F.interpolate(masks, size, mode="bilinear", align_corners=False)
+        if self.fine_head is None:
+            return logits
+        if images is None or images.shape[0] != logits.shape[0]:
+            raise ValueError("a model with a fine head decodes with the images it embedded")
+        return self.fine_head(logits, images)
 
     def forward(
         self, images: Tensor, points: Tensor | None = None, point_labels: Tensor | None = None
     ) -> Tensor:
         """embed + decode: B x 3 x S x S images in [0, 1] -> B x (K+1) x S x S logits."""
-        return self.decode(self.embed(images), points, point_labels)
+        return self.decode(self.embed(images), points, point_labels, images)
 
 
 def build_fewsam(model: ModelParams, lora: LoraParams, num_classes: int) -> FewSam:
@@ -216,6 +262,6 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """Only what is trained (LoRA, decoder heads, class embedding; every weight under
+    """Only what is trained (LoRA, decoder heads, class embedding, fine head; every weight under
     `lora.finetune: full`), detached, by parameter name."""
     return {n: p.detach() for n, p in unwrap(model).named_parameters() if p.requires_grad}

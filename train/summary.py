@@ -60,6 +60,8 @@ def run(params: Params, arch: str | None, num_classes: int) -> FewSam:
             f"LoRA rank {lora.rank} (alpha {lora.alpha:g}) on {wrapped['image_encoder']} encoder "
             f"and {wrapped['mask_decoder']} decoder modules"
         )
+    if lora.fine_head:
+        how += ", and a full-resolution fine head"
     console.print(
         f"{model_params.arch}, input {model_params.input_size} px, {num_classes} classes, {how}"
     )
