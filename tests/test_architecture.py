@@ -169,6 +169,19 @@ def test_importing_a_base_module_loads_no_cli(module: str) -> None:
     assert done.stdout.strip() == "", f"{module} loaded {done.stdout.strip()}"
 
 
+def test_the_command_line_app_starts_without_torch() -> None:
+    """`fewsam --help`, `data check` and every refusal start in a fraction of a second: the app
+    imports torch, SAM and peft only in the commands that use them."""
+    code = (
+        "import sys, fewsam.cli; "
+        "heavy = ('torch', 'segment_anything', 'peft', 'monai'); "
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"fewsam.cli loaded {done.stdout.strip()[:200]}"
+
+
 def test_typer_finds_the_synth_app_lazily() -> None:
     import synth
 

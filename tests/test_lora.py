@@ -86,6 +86,22 @@ def test_summary_command_prints_the_table(params: Params) -> None:
     assert f"trainable {total:,} of" in result.output
 
 
+def test_summary_counts_the_fine_head(tmp_path: Path) -> None:
+    text = (REPO / "params.yaml").read_text()
+    assert "  fine_head: false\n" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("  fine_head: false\n", "  fine_head: true\n"))
+    result = CliRunner().invoke(app, ["train", "summary", "-p", str(path), "--classes", "2"])
+    assert result.exit_code == 0, result.output
+    assert "full-resolution fine head" in result.output and "fine_head" in result.output
+    model = build_fewsam(ModelParams("tiny", None, 256), load_params(path).lora, 2)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert f"trainable {trained:,} of" in result.output
+    plain = build_fewsam(ModelParams("tiny", None, 256), load_params(REPO / "params.yaml").lora, 2)
+    head = sum(p.numel() for p in model.fine_head.parameters())
+    assert trained == head + sum(p.numel() for p in plain.parameters() if p.requires_grad)
+
+
 def test_summary_says_full_finetuning(tmp_path: Path) -> None:
     text = (REPO / "params.yaml").read_text()
     assert "  finetune: lora\n" in text
