@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import Result
 from conftest import REPO
 from peft.tuners.lora import LoraLayer
 from sam_helpers import LORA
@@ -86,13 +87,19 @@ def test_summary_command_prints_the_table(params: Params) -> None:
     assert f"trainable {total:,} of" in result.output
 
 
-def test_summary_counts_the_fine_head(tmp_path: Path) -> None:
+def summary_with(tmp_path: Path, line: str, replacement: str) -> tuple[Result, Path]:
+    """`fewsam train summary` on the repository's params with one line replaced."""
     text = (REPO / "params.yaml").read_text()
-    assert "  fine_head: false\n" in text
+    assert line in text
     path = tmp_path / "params.yaml"
-    path.write_text(text.replace("  fine_head: false\n", "  fine_head: true\n"))
+    path.write_text(text.replace(line, replacement))
     result = CliRunner().invoke(app, ["train", "summary", "-p", str(path), "--classes", "2"])
     assert result.exit_code == 0, result.output
+    return result, path
+
+
+def test_summary_counts_the_fine_head(tmp_path: Path) -> None:
+    result, path = summary_with(tmp_path, "  fine_head: false\n", "  fine_head: true\n")
     assert "full-resolution fine head" in result.output and "fine_head" in result.output
     model = build_fewsam(ModelParams("tiny", None, 256), load_params(path).lora, 2)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -103,12 +110,7 @@ def test_summary_counts_the_fine_head(tmp_path: Path) -> None:
 
 
 def test_summary_says_full_finetuning(tmp_path: Path) -> None:
-    text = (REPO / "params.yaml").read_text()
-    assert "  finetune: lora\n" in text
-    path = tmp_path / "params.yaml"
-    path.write_text(text.replace("  finetune: lora\n", "  finetune: full\n"))
-    result = CliRunner().invoke(app, ["train", "summary", "-p", str(path), "--classes", "2"])
-    assert result.exit_code == 0, result.output
+    result, path = summary_with(tmp_path, "  finetune: lora\n", "  finetune: full\n")
     assert "full fine-tuning" in result.output and " LoRA" not in result.output.split("\n", 1)[1]
     model = build_fewsam(ModelParams("tiny", None, 256), load_params(path).lora, 2)
     total = sum(p.numel() for p in model.parameters())
