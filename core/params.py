@@ -89,6 +89,19 @@ class SuggestParams:
 
 
 @dataclass(frozen=True)
+class SelftrainParams:
+    """Which training slices a teacher pseudo-labels (`fewsam synth pseudo`)."""
+
+    body_fraction: float
+    stride: int
+
+    def __post_init__(self) -> None:
+        s = "selftrain"
+        _prob(s, self, "body_fraction")
+        _check(self.stride >= 1, f"{s}.stride", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class PhantomParams:
     synapse_cases: int
     synapse_size: int
@@ -360,6 +373,7 @@ class Params:
     train: TrainParams
     loss: LossParams
     baseline: BaselineParams
+    selftrain: SelftrainParams
     evaluate: EvaluateParams
     pretrain: PretrainParams
 

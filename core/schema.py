@@ -15,6 +15,9 @@
     exemplar    N int32  index into exemplars.h5
     background  N int32  pool index, or -1 when the exemplar's own background was kept
     attrs: kind="fewsam-synthetic", classes, channels, params, seed, versions (JSON), complete=1
+    A set extended with pseudo-labeled training slices (`evaluate.pseudo`) has exemplar and
+    background -1 for those, `pseudo_case` (strings) and `pseudo_slice` (int32) naming where each
+    came from, and a `selftrain` entry in its params.
 """
 
 from __future__ import annotations

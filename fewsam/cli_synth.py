@@ -1,5 +1,5 @@
-"""Typer commands of the `synth` sub-app: argument parsing only, the work is in `synth` and the
-previews in `fewsam.preview` / `fewsam.synth_stats`."""
+"""Typer commands of the `synth` sub-app: argument parsing only, the work is in `synth`, the
+pseudo-labels in `evaluate.pseudo` and the previews in `fewsam.preview` / `fewsam.synth_stats`."""
 
 from __future__ import annotations
 
@@ -59,6 +59,26 @@ def synth_run(
     from synth import synthesize
 
     synthesize.run(read_params(params), exemplars, out)
+
+
+@app.command("pseudo")
+@expected_errors
+def synth_pseudo(
+    params: Path = PARAMS_OPTION,
+    adapter: Path | None = typer.Option(None, help="Teacher: an adapter folder."),
+    unet: Path | None = typer.Option(None, help="Teacher: a U-Net folder (instead of --adapter)."),
+    data: Path = typer.Option(Path("data/synthetic.h5"), help="Synthetic set the output extends."),
+    exemplars: Path = typer.Option(
+        Path("data/exemplars.h5"), help="Exemplars HDF5: their slices are not pseudo-labeled."
+    ),
+    out: Path = typer.Option(Path("data/selftrain.h5"), help="Synthetic set HDF5 to write."),
+) -> None:
+    """Self-training: the synthetic set plus the training slices a trained model labels
+    prompt-free; train on it with `fewsam train run/baseline --data`."""
+    from evaluate import pseudo
+
+    record = pseudo.run(read_params(params), data, exemplars, out, adapter, unet)
+    typer.echo(pseudo.describe(record, out))
 
 
 @app.command("preview")

@@ -143,6 +143,8 @@ def _from_file(
 ) -> tuple[list[tuple[int, SyntheticSample]], bool]:
     """Samples chosen by `select_indices` from a built set, and whether synthesis was on."""
     info = read_synthetic_info(path)
+    if "selftrain" in info.params:
+        raise InputError(path, "holds pseudo-labeled slices; preview the synthetic set it extends")
     digest = info.params.get("exemplars", {}).get("sha256")
     if digest is not None and digest != exemplars_digest(ex):
         raise InputError(path, "was built from other exemplars; run `fewsam synth run` again")

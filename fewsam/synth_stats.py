@@ -135,8 +135,11 @@ def check_components(
     excess = np.zeros(num_classes, np.int64)
     worst = np.zeros(num_classes, np.int64)
     specks = np.zeros(num_classes, np.int64)
-    failing = 0
+    failing = checked = 0
     for lab, e in zip(label, exemplar, strict=True):
+        if e < 0:
+            continue  # a pseudo-labeled slice (`fewsam synth pseudo`) has no exemplar
+        checked += 1
         counts, floor = reference[int(e)]
         big, small = components(lab, num_classes, floor)
         surplus = big - counts
@@ -144,7 +147,7 @@ def check_components(
         worst = np.maximum(worst, surplus)
         specks += small
         failing += bool((surplus > 0).any())
-    return ComponentCheck(label.shape[0], excess, worst, specks), failing
+    return ComponentCheck(checked, excess, worst, specks), failing
 
 
 def format_components(classes: tuple[str, ...], check: ComponentCheck, failing: int) -> str:

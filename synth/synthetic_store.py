@@ -105,10 +105,18 @@ class SyntheticWriter:
         self._background[i] = sample.background
         self._written[i] = True
 
-    def finish(self, classes: tuple[str, ...], channels: tuple[str, ...], params: dict) -> None:
-        """Write the index arrays and the attributes, `complete = 1` last."""
+    def finish(
+        self,
+        classes: tuple[str, ...],
+        channels: tuple[str, ...],
+        params: dict,
+        extra: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Write the index arrays, the `extra` datasets and the attributes, `complete = 1` last."""
         assert self._written.all(), "samples missing from the synthetic set"
         for name, values in (("exemplar", self._exemplar), ("background", self._background)):
+            self._file.create_dataset(name, data=values, track_times=False)
+        for name, values in (extra or {}).items():
             self._file.create_dataset(name, data=values, track_times=False)
         attrs = self._file.attrs
         attrs["kind"] = SYNTHETIC_KIND
