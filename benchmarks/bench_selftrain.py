@@ -34,6 +34,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_suggest import fewsam, set_key  # noqa: E402
 
+from fewsam.report_stats import case_dice  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 # The CPU grid's settings (docs/experiments.md), without the zero-shot baselines.
 DEFAULT_SETS = (
@@ -45,15 +47,15 @@ DEFAULT_SETS = (
     "evaluate.zero_shot_prompts=[]",
     "evaluate.overlays_per_case=0",
 )
-# Method column -> (reports folder, metrics key).
+# Method column -> (reports folder, metrics key, method in per_case.csv).
 COLUMNS = {
-    "adapter": ("teachers", "dsc_prompt_free"),
-    "adapter_prompted": ("teachers", "dsc"),
-    "unet": ("teachers", "unet_dsc"),
-    "adapter_st": ("students_sam", "dsc_prompt_free"),
-    "adapter_st_prompted": ("students_sam", "dsc"),
-    "unet_st_sam": ("students_sam", "unet_dsc"),
-    "unet_st_unet": ("students_unet", "unet_dsc"),
+    "adapter": ("teachers", "dsc_prompt_free", "prompt_free"),
+    "adapter_prompted": ("teachers", "dsc", "prompted"),
+    "unet": ("teachers", "unet_dsc", "unet"),
+    "adapter_st": ("students_sam", "dsc_prompt_free", "prompt_free"),
+    "adapter_st_prompted": ("students_sam", "dsc", "prompted"),
+    "unet_st_sam": ("students_sam", "unet_dsc", "unet"),
+    "unet_st_unet": ("students_unet", "unet_dsc", "unet"),
 }
 # Paired differences the table reports: (student, reference).
 PAIRS = (
@@ -125,11 +127,20 @@ def one_run(work: Path, n: int, replicate: int, sets: Sequence[str]) -> dict:
     return {
         "exemplars": n,
         "replicate": replicate,
-        **{col: metrics[folder][key] for col, (folder, key) in COLUMNS.items()},
+        **{col: metrics[folder][key] for col, (folder, key, _) in COLUMNS.items()},
+        "case_dice": case_dice_of(run_dir),
         "pseudo_slices": record["slices"],
         "seconds": seconds,
         "sets": list(sets),
         "machine": f"{platform.processor() or platform.machine()}",
+    }
+
+
+def case_dice_of(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Column -> case -> the case's mean Dice over its classes (for paired differences)."""
+    return {
+        col: case_dice((run_dir / folder / "per_case.csv").read_text(), method)
+        for col, (folder, _, method) in COLUMNS.items()
     }
 
 
@@ -165,6 +176,11 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     results_path = args.work / "results.jsonl"
     results = [json.loads(line) for line in results_path.open()] if results_path.exists() else []
+    for r in results:  # records written before per-case Dice was kept
+        run_dir = args.work / f"n{r['exemplars']}-r{r['replicate']}"
+        if "case_dice" not in r and run_dir.is_dir():
+            r["case_dice"] = case_dice_of(run_dir)
+    results_path.write_text("".join(json.dumps(r) + "\n" for r in results))
     done = {(r["exemplars"], r["replicate"]) for r in results}
     for r in args.replicates:
         for n in args.counts:

@@ -30,7 +30,7 @@ from baseline.io import load_unet
 from baseline.network import predict_unet
 from core.atomic import atomic_path, ensure_parent
 from core.device import pick_device
-from core.errors import InputError
+from core.errors import FewsamError, InputError
 from core.params import Params, to_dict
 from core.progress import make_progress
 from core.schema import read_exemplars, read_synthetic_info
@@ -70,7 +70,7 @@ def open_teacher(
     """The adapter or the U-Net (exactly one given), checked against the dataset like `evaluate
     infer` checks them."""
     if (adapter is None) == (unet is None):
-        raise InputError(Path("."), "give exactly one teacher: --adapter or --unet")
+        raise FewsamError("give exactly one teacher: --adapter or --unet")
     device = pick_device(params.train.device)
     batch = params.evaluate.batch_size
     if adapter is not None:

@@ -10,6 +10,7 @@ table cannot drift from its records). Sources, all committed:
   replicates (`default-s*`);
 - the refiner study (`docs/bench_refine_litemedsam.json`, `benchmarks/bench_refine.py`), read at
   the margin and trust rule params.yaml sets (`evaluate.refine_*`);
+- the self-training study (`docs/bench_selftrain.jsonl`, `benchmarks/bench_selftrain.py`);
 - `reports/metrics.json`, the default run of `make repro`.
 """
 
@@ -31,10 +32,11 @@ from fewsam import exp_archive
 from fewsam.exp_records import ExpRecord
 from fewsam.paper_report import ablation_markdown, markdown
 from fewsam.report_rows import table_rows
-from fewsam.report_stats import Summary, summarize
+from fewsam.report_stats import Summary, bootstrap_mean_ci, paired_differences, summarize
 
 ARCHIVE = Path("docs/grid_cpu_records.json")
 REFINE = Path("docs/bench_refine_litemedsam.json")
+SELFTRAIN = Path("docs/bench_selftrain.jsonl")
 METRICS = Path("reports/metrics.json")
 BLOCK = re.compile(
     r"(<!-- table:(?P<name>[a-z_]+):start -->\n)(?P<body>.*?)(<!-- table:(?P=name):end -->)",
@@ -62,6 +64,7 @@ class Sources:
     refine: Mapping[str, Any] | None
     metrics: Mapping[str, Any]
     refine_rule: tuple[int, float, float]  # margin, min_score, min_agreement
+    selftrain: Sequence[Mapping[str, Any]] = ()
 
 
 def load_sources(root: Path) -> Sources:
@@ -70,16 +73,23 @@ def load_sources(root: Path) -> Sources:
     ev = load_params(root / "params.yaml").evaluate
     refine_path = root / REFINE
     metrics_path = root / METRICS
+    selftrain_path = root / SELFTRAIN
     try:
         refine = json.loads(refine_path.read_text()) if refine_path.exists() else None
         metrics = json.loads(metrics_path.read_text())
     except (OSError, ValueError) as e:
         raise InputError(metrics_path, f"cannot be read ({e})") from None
+    try:
+        lines = selftrain_path.read_text().splitlines() if selftrain_path.exists() else []
+        selftrain = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError) as e:
+        raise InputError(selftrain_path, f"cannot be read ({e})") from None
     return Sources(
         exp_archive.load(root / ARCHIVE),
         refine,
         metrics,
         (ev.refine_margin, ev.refine_min_score, ev.refine_min_agreement),
+        selftrain,
     )
 
 
@@ -148,12 +158,74 @@ def results_table(src: Sources) -> str:
                 + " | ".join(value for _ in counts)
                 + " |"
             )
+    if src.selftrain:
+        for label, student, teacher in SELFTRAIN_ROWS:
+            cells = []
+            for n in counts:
+                runs = _selftrain_runs(src, n)
+                if not runs:
+                    cells.append("–")
+                    continue
+                after = summarize([r[student] for r in runs])
+                before = summarize([r[teacher] for r in runs])
+                cells.append(f"{_pct(after)} (from {_pct(before)})")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     reps = sorted({len(groups[n]) for n in counts})
+    sources = [f"`{ARCHIVE}`"] + [f"`{REFINE}`"] * (src.refine is not None)
+    sources += [f"`{SELFTRAIN}`"] * bool(src.selftrain)
     lines.append("")
     lines.append(
         f"DSC (%) over the 8 organs, mean ± sd over {'/'.join(map(str, reps))} replicates; "
-        f"records: `{ARCHIVE}`" + (f", `{REFINE}`" if src.refine is not None else "") + "."
+        f"records: {', '.join(sources)}."
     )
+    return "\n".join(lines) + "\n"
+
+
+# Self-training rows: (label, student column, the model it is compared with) of
+# benchmarks/bench_selftrain.py's records. The students train as long as their teachers did.
+SELFTRAIN_ROWS = (
+    ("fewsam prompt-free, retrained on its own pseudo-labels", "adapter_st", "adapter"),
+    ("U-Net, retrained on fewsam's pseudo-labels", "unet_st_sam", "unet"),
+    ("U-Net, retrained on its own pseudo-labels (no SAM)", "unet_st_unet", "unet"),
+)
+# The study's comparisons: (label, after column, before column).
+SELFTRAIN_PAIRS = (
+    *SELFTRAIN_ROWS[:1],
+    (
+        "fewsam prompted, retrained on its own pseudo-labels",
+        "adapter_st_prompted",
+        "adapter_prompted",
+    ),
+    *SELFTRAIN_ROWS[1:],
+    ("U-Net: fewsam's pseudo-labels against its own", "unet_st_sam", "unet_st_unet"),
+)
+
+
+def _selftrain_runs(src: Sources, n: int) -> list[Mapping[str, Any]]:
+    return sorted((r for r in src.selftrain if r["exemplars"] == n), key=lambda r: r["replicate"])
+
+
+def selftrain_table(src: Sources) -> str:
+    """The self-training study: each comparison at each exemplar count, mean ± sd over the
+    replicates before and after, and the paired difference over (replicate, test case) with its
+    bootstrap 95% interval."""
+    lines = [
+        "| exemplars | comparison | n | before (%) | after (%) | Δ [95% CI] |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for n in sorted({int(r["exemplars"]) for r in src.selftrain}):
+        runs = _selftrain_runs(src, n)
+        for label, after, before in SELFTRAIN_PAIRS:
+            diffs = paired_differences(
+                {r["replicate"]: r["case_dice"][after] for r in runs},
+                {r["replicate"]: r["case_dice"][before] for r in runs},
+            )
+            ci = bootstrap_mean_ci(diffs)
+            lines.append(
+                f"| {n} | {label} | {len(runs)} | {_pct(summarize([r[before] for r in runs]))} | "
+                f"{_pct(summarize([r[after] for r in runs]))} | {100 * ci.mean:+.2f} "
+                f"[{100 * ci.low:+.2f}, {100 * ci.high:+.2f}] |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -187,6 +259,7 @@ TABLES: dict[str, Callable[[Sources], str]] = {
     "results": results_table,
     "default": default_table,
     "grid": grid_table,
+    "selftrain": selftrain_table,
 }
 
 

@@ -87,3 +87,49 @@ def test_an_unknown_table_names_the_page(project: Path) -> None:
     page.write_text("<!-- table:nosuch:start -->\n<!-- table:nosuch:end -->\n")
     with pytest.raises(InputError, match="x.md.*unknown table `nosuch`"):
         doc_tables.update(project, check=True)
+
+
+def _selftrain_record(replicate: int, shift: float) -> dict:
+    """A self-training record at 9 exemplars: every student `shift` above its teacher in both
+    test cases, the U-Net taught by fewsam 0.02 above the one taught by itself."""
+    base = {"adapter": 0.5, "adapter_prompted": 0.45, "unet": 0.6}
+    base = {k: v + 0.2 * replicate for k, v in base.items()}
+    values = {
+        **base,
+        "adapter_st": base["adapter"] + shift,
+        "adapter_st_prompted": base["adapter_prompted"] + shift,
+        "unet_st_sam": base["unet"] + shift + 0.02,
+        "unet_st_unet": base["unet"] + shift,
+    }
+    return {
+        "exemplars": 9,
+        "replicate": replicate,
+        **values,
+        "case_dice": {k: {"case0001": v - 0.1, "case0002": v + 0.1} for k, v in values.items()},
+    }
+
+
+def test_the_selftrain_study_gives_its_table_and_result_rows(project: Path) -> None:
+    lines = [json.dumps(_selftrain_record(r, 0.05)) for r in (0, 1)]
+    (project / doc_tables.SELFTRAIN).write_text("\n".join(lines) + "\n")
+    page = project / "docs" / "selftrain.md"
+    page.write_text(
+        "<!-- table:selftrain:start -->\n<!-- table:selftrain:end -->\n"
+        "<!-- table:results:start -->\n<!-- table:results:end -->\n"
+    )
+    doc_tables.update(project)
+    text = page.read_text()
+    # Before 50 and 70 (60 ± 14.14), after 55 and 75; every paired difference is +5 points.
+    assert (
+        "| 9 | fewsam prompt-free, retrained on its own pseudo-labels | 2 | 60.00 ± 14.14 | "
+        "65.00 ± 14.14 | +5.00 [+5.00, +5.00] |" in text
+    )
+    assert (
+        "| 9 | U-Net: fewsam's pseudo-labels against its own | 2 | 75.00 ± 14.14 | "
+        "77.00 ± 14.14 | +2.00 [+2.00, +2.00] |" in text
+    )
+    assert (
+        "| U-Net, retrained on fewsam's pseudo-labels | 77.00 ± 14.14 (from 70.00 ± 14.14) |"
+        in (text)
+    )
+    assert f"`{doc_tables.SELFTRAIN}`." in text
