@@ -129,6 +129,7 @@ def one_run(work: Path, n: int, replicate: int, sets: Sequence[str]) -> dict:
         "replicate": replicate,
         **{col: metrics[folder][key] for col, (folder, key, _) in COLUMNS.items()},
         "case_dice": case_dice_of(run_dir),
+        "teacher_train_dice": teacher_dice(run_dir),
         "pseudo_slices": record["slices"],
         "seconds": seconds,
         "sets": list(sets),
@@ -142,6 +143,34 @@ def case_dice_of(run_dir: Path) -> dict[str, dict[str, float]]:
         col: case_dice((run_dir / folder / "per_case.csv").read_text(), method)
         for col, (folder, _, method) in COLUMNS.items()
     }
+
+
+def teacher_dice(run_dir: Path) -> dict[str, float]:
+    """Each teacher's prompt-free DSC on the training scans it pseudo-labels (their labels are
+    read here only to score the pseudo-labels; `fewsam synth pseudo` never reads them)."""
+    from core.params import load_params
+    from evaluate.protocols import score_case
+    from evaluate.protocols import summarize as summarize_scores
+    from evaluate.pseudo import open_teacher
+    from synth.datasets import open_dataset
+
+    params = load_params(run_dir / "params.yaml")
+    reader = open_dataset(params.dataset, params.seed)
+    k = len(reader.classes)
+    out = {}
+    for kind in ("adapter", "unet"):
+        folders = {"adapter": None, "unet": None, kind: run_dir / kind}
+        teacher = open_teacher(params, reader, folders["adapter"], folders["unet"])
+        scores = []
+        for case in reader.cases("train"):
+            volume = reader.load(case)
+            assert volume.label is not None
+            pred = teacher.segment(volume.image)
+            scores.append(
+                score_case(pred, volume.label, k, volume.spacing, params.evaluate.protocol)
+            )
+        out[kind] = round(float(summarize_scores(scores, k).dice or 0.0), 6)
+    return out
 
 
 def summarize(results: list[dict]) -> str:
@@ -180,6 +209,8 @@ def main() -> None:
         run_dir = args.work / f"n{r['exemplars']}-r{r['replicate']}"
         if "case_dice" not in r and run_dir.is_dir():
             r["case_dice"] = case_dice_of(run_dir)
+        if "teacher_train_dice" not in r and run_dir.is_dir():
+            r["teacher_train_dice"] = teacher_dice(run_dir)
     results_path.write_text("".join(json.dumps(r) + "\n" for r in results))
     done = {(r["exemplars"], r["replicate"]) for r in results}
     for r in args.replicates:
