@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from baseline.network import build_unet
+from baseline.network import NORMS, build_unet
 from core.atomic import atomic_folder
 from core.errors import InputError
 
@@ -77,8 +77,12 @@ def load_unet(
     trained = (config.get("dataset") or {}).get("slice_size")
     if slice_size is not None and trained is not None and int(trained) != slice_size:
         raise InputError(where, f"trained on dataset.slice_size {trained}, params say {slice_size}")
+    # Networks saved before `baseline.norm` existed used instance norm.
+    norm = (config.get("baseline") or {}).get("norm", "instance")
+    if norm not in NORMS:
+        raise InputError(where, f"unknown baseline.norm {norm!r} (known: {', '.join(NORMS)})")
     try:
-        net = build_unet(config["features"], len(config["channels"]), len(config["classes"]))
+        net = build_unet(config["features"], len(config["channels"]), len(config["classes"]), norm)
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(where, f"cannot rebuild the network ({e})") from None
     weights = folder / WEIGHTS_FILE

@@ -83,7 +83,7 @@ def train_unet(
         raise InputError(info.path, "the synthetic set is empty")
     device = pick_device(params.train.device)
     torch.manual_seed(init_seed(params.stream_seed))
-    net = build_unet(bp.features, len(info.channels), len(info.classes)).to(device)
+    net = build_unet(bp.features, len(info.channels), len(info.classes), bp.norm).to(device)
     optimizer = make_optimizer(net.named_parameters(), bp)
     sampler = StepBatchSampler(info.length, bp.batch_size, params.stream_seed, 0, bp.max_steps)
     rows: list[dict[str, float]] = []

@@ -17,15 +17,24 @@ from monai.networks.nets import BasicUNet
 
 # 2 ** (number of BasicUNet's downsamplings).
 MULTIPLE = 16
+# `baseline.norm` -> BasicUNet's norm argument. Instance norm (with affine) is BasicUNet's own
+# default and nnU-Net's; batch norm keeps running statistics that inference uses in eval mode.
+NORMS: dict[str, tuple[str, dict]] = {
+    "instance": ("instance", {"affine": True}),
+    "batch": ("batch", {}),
+}
 
 
-def build_unet(features: Sequence[int], in_channels: int, num_classes: int) -> BasicUNet:
+def build_unet(
+    features: Sequence[int], in_channels: int, num_classes: int, norm: str = "instance"
+) -> BasicUNet:
     """A randomly initialized BasicUNet with `num_classes` + 1 outputs (background first)."""
     return BasicUNet(
         spatial_dims=2,
         in_channels=in_channels,
         out_channels=num_classes + 1,
         features=tuple(int(f) for f in features),
+        norm=NORMS[norm],
     )
 
 

@@ -263,6 +263,7 @@ class BaselineParams:
 
     enabled: bool
     features: tuple[int, ...]
+    norm: Literal["instance", "batch"]
     max_steps: int
     batch_size: int
     lr: float

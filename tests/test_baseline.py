@@ -104,6 +104,32 @@ def test_replicate_changes_the_initialization() -> None:
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def test_batch_norm_is_stored_and_rebuilt(tmp_path: Path, params: Params) -> None:
+    """`baseline.norm: batch` trains BatchNorm layers, records the choice, and the loaded network
+    (eval mode: running statistics) predicts as the trained one; a config without the key (saved
+    before it existed) rebuilds instance norm, an unknown one is refused."""
+    data = bright_squares(tmp_path / "synthetic.h5", n=8, size=32)
+    out = tmp_path / "unet"
+    net = loop.run(small(params, max_steps=3, norm="batch"), data, out, tmp_path / "log.csv")
+    assert net is not None
+    kinds = {type(m).__name__ for m in net.modules()}
+    assert "BatchNorm2d" in kinds and "InstanceNorm2d" not in kinds
+    assert read_config(out)["baseline"]["norm"] == "batch"
+    loaded = load_unet(out, ("square",), ("CT",))
+    assert loaded is not None
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+    config = json.loads((out / CONFIG_FILE).read_text())
+    for norm, match in ((None, "does not match the network"), ("group", "unknown baseline.norm")):
+        baseline = {k: v for k, v in config["baseline"].items() if k != "norm"}
+        if norm is not None:
+            baseline["norm"] = norm
+        (out / CONFIG_FILE).write_text(json.dumps({**config, "baseline": baseline}))
+        with pytest.raises(InputError, match=match):  # instance norm has no running statistics
+            load_unet(out, ("square",), ("CT",))
+
+
 def test_disabled_baseline_writes_a_stub_that_evaluation_skips(
     tmp_path: Path, params: Params
 ) -> None:
