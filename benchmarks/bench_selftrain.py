@@ -147,7 +147,7 @@ def case_dice_of(run_dir: Path) -> dict[str, dict[str, float]]:
 
 def teacher_dice(run_dir: Path) -> dict[str, float]:
     """Each teacher's prompt-free DSC on the training scans it pseudo-labels (their labels are
-    read here only to score the pseudo-labels; `fewsam synth pseudo` never reads them)."""
+    read here only to score the pseudo-labels; `fewsam synth pseudo` never uses them)."""
     from core.params import load_params
     from evaluate.protocols import score_case
     from evaluate.protocols import summarize as summarize_scores

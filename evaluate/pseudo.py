@@ -4,11 +4,12 @@ extra training samples (`fewsam synth pseudo`).
 The teacher (an adapter, or the U-Net baseline) segments every body slice of the training scans
 (every `selftrain.stride`-th; a slice counts as body when `selftrain.body_fraction` of it is not
 air) except the exemplar slices, whose true labels the synthetic set already holds in augmented
-form. Training labels are never read: the paper protocol's fully labeled training volumes stay
-unlabeled here, as the main path's scans are. The output is a synthetic set (`core.schema`) that
-holds the input set's samples first, unchanged, then the pseudo-labeled slices (exemplar and
-background index -1), so `fewsam train run` and `fewsam train baseline` take it as they take
-`synthetic.h5`; its params record the teacher and how many slices it labeled.
+form. Training labels play no part (the reader may load them; nothing uses them): the paper
+protocol's fully labeled training volumes are treated as unlabeled, as the main path's scans
+are. The output is a synthetic set (`core.schema`) that holds the input set's samples first,
+unchanged, then the pseudo-labeled slices (exemplar and background index -1), so `fewsam train
+run` and `fewsam train baseline` take it as they take `synthetic.h5`; its params record the
+teacher and how many slices it labeled.
 
 Same teacher, set and params give the same file: the slices are visited in case order and
 ascending z, and inference has no randomness.

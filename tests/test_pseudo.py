@@ -1,5 +1,5 @@
 """Self-training sets (`fewsam synth pseudo`): the synthetic set, unchanged, then the teacher's
-prompt-free label maps of the training slices that are not exemplars, never read from the
+prompt-free label maps of the training slices that are not exemplars, never taken from the
 training labels; training takes the result; bad teachers are refused with one line."""
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def test_the_set_is_the_synthetic_set_then_the_teachers_maps(
     )
 
 
-def test_training_labels_are_never_read(
+def test_training_labels_are_never_used(
     workspace: tuple[Path, Params], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same file when the reader hands out the training scans without their labels."""
