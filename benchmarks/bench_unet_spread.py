@@ -5,7 +5,7 @@ synthetic set given by --data), trains the U-Net of `params.yaml` once and score
 on the test cases the pipeline evaluates, three sets of weights of that one run: the final ones,
 an exponential moving average of the weights (decay 0.98 per step) and the uniform average over
 the last 30% of the steps (as stochastic weight averaging). `--norm batch` swaps BasicUNet's
-instance norm for batch norm. No extra training steps: the averages cost one copy of the weights.
+instance norm for batch norm (`baseline.norm`). No extra training steps: the averages cost one copy of the weights.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_unet_spread.py --data data/synthetic.h5 \\
         --replicates 0 1 2 3 4 [--norm instance|batch] [--params params.yaml]
@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-from monai.networks.nets import BasicUNet
 
 import baseline.loop as loop
 from baseline.network import predict_unet
@@ -73,18 +72,7 @@ def main() -> None:
     parser.add_argument("--norm", choices=["instance", "batch"], default="instance")
     args = parser.parse_args()
     base = load_params(args.params)
-    if args.norm == "batch":
-
-        def build(features: tuple[int, ...], in_channels: int, num_classes: int) -> BasicUNet:
-            return BasicUNet(
-                spatial_dims=2,
-                in_channels=in_channels,
-                out_channels=num_classes + 1,
-                features=tuple(int(f) for f in features),
-                norm=("batch", {}),
-            )
-
-        loop.build_unet = build  # type: ignore[assignment]
+    base = dataclasses.replace(base, baseline=dataclasses.replace(base.baseline, norm=args.norm))
     reader = open_dataset(base.dataset, base.seed)
     cases = [
         reader.load(c, resize=False) for c in evaluation_cases(reader, base.evaluate.max_cases)
