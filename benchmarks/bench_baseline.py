@@ -19,13 +19,14 @@ import dataclasses
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from baseline.loop import train_unet
 from baseline.network import predict_unet
-from core.params import load_params
+from core.params import Params, load_params
 from core.schema import read_synthetic_info
 from evaluate.layout import evaluation_cases
 from evaluate.protocols import score_case, summarize
@@ -33,16 +34,9 @@ from synth.datasets import open_dataset
 from synth.datasets.base import resize_volume
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("data/synthetic.h5"))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--steps", type=int, nargs="+", default=[150, 300, 600, 1200, 2400])
-    args = parser.parse_args()
-    params = load_params(args.params)
-    budgets = sorted(set(args.steps))
-    bp = dataclasses.replace(params.baseline, max_steps=budgets[-1])
-    params = dataclasses.replace(params, baseline=bp)
+def unet_scorer(params: Params) -> tuple[Callable[[torch.nn.Module], tuple[float, float]], int]:
+    """A function giving a U-Net's prompt-free mean Dice and HD95 over the classes on the test
+    cases the pipeline evaluates with `params` (read once, here), and how many cases those are."""
     reader = open_dataset(params.dataset, params.seed)
     cases = [
         reader.load(c, resize=False) for c in evaluation_cases(reader, params.evaluate.max_cases)
@@ -62,10 +56,25 @@ def main() -> None:
         s = summarize(scores, k)
         return float(s.dice or 0.0), float(s.hd95 or float("nan"))
 
+    return score, len(cases)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data/synthetic.h5"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--steps", type=int, nargs="+", default=[150, 300, 600, 1200, 2400])
+    args = parser.parse_args()
+    params = load_params(args.params)
+    budgets = sorted(set(args.steps))
+    bp = dataclasses.replace(params.baseline, max_steps=budgets[-1])
+    params = dataclasses.replace(params, baseline=bp)
+    score, n_cases = unet_scorer(params)
+
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads; {args.data}, "
-        f"{len(cases)} test cases, features {list(bp.features)}, batch {bp.batch_size}"
+        f"{n_cases} test cases, features {list(bp.features)}, batch {bp.batch_size}"
     )
     print("| steps | seconds trained | DSC | HD95 |")
     print("|---:|---:|---:|---:|")

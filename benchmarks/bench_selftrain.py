@@ -32,7 +32,7 @@ import h5py
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_suggest import fewsam, set_key  # noqa: E402
+from bench_suggest import fewsam, write_params  # noqa: E402
 
 from fewsam.report_stats import case_dice  # noqa: E402
 
@@ -73,12 +73,7 @@ def make_params(run_dir: Path, n: int, replicate: int, sets: Sequence[str]) -> P
     params["dataset"]["root"] = str(REPO / params["dataset"]["root"])
     params["dataset"]["annotations"] = str(run_dir / "no-annotations")
     params["model"]["checkpoint"] = str(REPO / params["model"]["checkpoint"])
-    for item in sets:
-        key, _, raw = item.partition("=")
-        set_key(params, key, yaml.safe_load(raw))
-    path = run_dir / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
+    return write_params(run_dir, params, sets)
 
 
 def score(run_dir: Path, params: Path, adapter: str, unet: str, out: str) -> dict:

@@ -78,6 +78,11 @@ def make_params(run_dir: Path, scans: Path, seed: int, sets: Sequence[str]) -> P
         format="nifti", root=str(scans), annotations=str(run_dir / "annotate"), classes=[]
     )
     params["model"]["checkpoint"] = str(REPO / "models/base/tiny_sam.safetensors")
+    return write_params(run_dir, params, sets)
+
+
+def write_params(run_dir: Path, params: dict, sets: Sequence[str]) -> Path:
+    """`run_dir`/params.yaml: `params` with each `key=value` of `sets` applied (YAML values)."""
     for item in sets:
         key, _, raw = item.partition("=")
         set_key(params, key, yaml.safe_load(raw))

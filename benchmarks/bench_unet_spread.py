@@ -19,19 +19,18 @@ import dataclasses
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 import baseline.loop as loop
-from baseline.network import predict_unet
 from core.params import load_params
 from core.schema import read_synthetic_info
-from evaluate.layout import evaluation_cases
-from evaluate.protocols import score_case, summarize
-from synth.datasets import open_dataset
-from synth.datasets.base import resize_volume
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_baseline import unet_scorer  # noqa: E402
 
 EMA_DECAY = 0.98
 TAIL = 0.3
@@ -73,27 +72,16 @@ def main() -> None:
     args = parser.parse_args()
     base = load_params(args.params)
     base = dataclasses.replace(base, baseline=dataclasses.replace(base.baseline, norm=args.norm))
-    reader = open_dataset(base.dataset, base.seed)
-    cases = [
-        reader.load(c, resize=False) for c in evaluation_cases(reader, base.evaluate.max_cases)
-    ]
-    k = len(reader.classes)
+    score_both, n_cases = unet_scorer(base)
     info = read_synthetic_info(args.data)
     steps = base.baseline.max_steps
 
     def score(net: torch.nn.Module) -> float:
-        net.eval()
-        scores = []
-        for source in cases:
-            view = resize_volume(source, base.dataset.slice_size)
-            out_hw = (int(source.image.shape[2]), int(source.image.shape[3]))
-            pred = predict_unet(net, view.image, base.evaluate.batch_size, out_hw=out_hw)
-            scores.append(score_case(pred, source.label, k, source.spacing, base.evaluate.protocol))
-        return float(summarize(scores, k).dice or 0.0)
+        return score_both(net)[0]
 
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads; {args.data}, {len(cases)} test "
+        f"{torch.__version__}, {torch.get_num_threads()} threads; {args.data}, {n_cases} test "
         f"cases, {steps} steps, {args.norm} norm"
     )
     print("| replicate | final | EMA | last-30% average | seconds |")

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
-from core.params import DatasetParams, ModelParams
+from core.params import DatasetParams, ModelParams, Params
+from train.adapter_io import CONFIG_FILE, load_adapter, read_adapter_config
+from train.model import FewSam
 
 # What inference reads of the config's "dataset" entry: the preprocessing it was trained with.
 PREPROCESSING = ("slice_size", "window", "percentiles")
@@ -80,3 +82,20 @@ def check_adapter(
                 raise InputError(
                     where, f"adapter was trained with dataset.{key} {trained}, params say {now}"
                 )
+
+
+def load_dataset_adapter(
+    adapter: Path, params: Params, classes: Sequence[str], channels: Sequence[str]
+) -> FewSam:
+    """The adapter of the folder `adapter`, in eval mode on the CPU, once its config is checked
+    against the dataset's classes and channels and against `params` (model and dataset)."""
+    check_adapter(
+        read_adapter_config(adapter),
+        Path(adapter) / CONFIG_FILE,
+        classes=classes,
+        channels=channels,
+        model=params.model,
+        dataset=params.dataset,
+    )
+    model, _ = load_adapter(adapter, params.model.checkpoint)
+    return model

@@ -33,7 +33,7 @@ from core.params import Params, ZeroShotPrompt
 from core.progress import track
 from core.volume import Volume
 from evaluate import reports
-from evaluate.adapter_check import check_adapter
+from evaluate.adapter_check import load_dataset_adapter
 from evaluate.inference import gt_prompts, predict_volume
 from evaluate.layout import (
     OVERLAYS,
@@ -47,7 +47,6 @@ from evaluate.reports import ADAPTED, REFINED, UNET
 from evaluate.zero_shot import zero_shot_volumes
 from synth.datasets import BaseReader, open_dataset
 from synth.datasets.base import resize_volume
-from train.adapter_io import CONFIG_FILE, load_adapter, read_adapter_config
 from train.base_weights import load_sam
 from train.model import FewSam
 
@@ -85,15 +84,7 @@ def load_models(
 ) -> Models:
     """The adapter (checked against the dataset and params first), the U-Net of the folder
     `unet` (None, or a folder of a disabled baseline: none) and zero-shot SAM."""
-    check_adapter(
-        read_adapter_config(adapter),
-        Path(adapter) / CONFIG_FILE,
-        classes=reader.classes,
-        channels=reader.channels,
-        model=params.model,
-        dataset=params.dataset,
-    )
-    model, _ = load_adapter(adapter, params.model.checkpoint)
+    model = load_dataset_adapter(adapter, params, reader.classes, reader.channels)
     device = pick_device(params.train.device)
     sam = None
     prompts = params.evaluate.zero_shot_prompts

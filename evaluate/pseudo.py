@@ -35,13 +35,12 @@ from core.errors import FewsamError, InputError
 from core.params import Params, to_dict
 from core.progress import make_progress
 from core.schema import read_exemplars, read_synthetic_info
-from evaluate.adapter_check import check_adapter
+from evaluate.adapter_check import load_dataset_adapter
 from evaluate.inference import predict_volume
 from synth.body import body_mask
 from synth.datasets import open_dataset
 from synth.datasets.base import BaseReader
 from synth.synthetic_store import EncodedSample, SyntheticWriter, encode
-from train.adapter_io import CONFIG_FILE, load_adapter, read_adapter_config
 from train.base_weights import sha256_file
 
 # C x Z x H x W float32 in [0, 1] -> Z x H x W uint8 class ids.
@@ -75,16 +74,7 @@ def open_teacher(
     device = pick_device(params.train.device)
     batch = params.evaluate.batch_size
     if adapter is not None:
-        config = read_adapter_config(adapter)
-        check_adapter(
-            config,
-            Path(adapter) / CONFIG_FILE,
-            classes=reader.classes,
-            channels=reader.channels,
-            model=params.model,
-            dataset=params.dataset,
-        )
-        model, _ = load_adapter(adapter, params.model.checkpoint)
+        model = load_dataset_adapter(adapter, params, reader.classes, reader.channels)
         model = model.to(device)
         return Teacher("adapter", Path(adapter), lambda image: predict_volume(model, image, batch))
     assert unet is not None
@@ -184,7 +174,6 @@ def run(
         "cases": len({case for case, _, _ in found}),
         "labeled_fraction": round(sum(marked for _, _, marked in found) / len(found), 6),
         "params": to_dict(sp),
-        "source_sha256": sha256_file(data),
     }
     n = info.length + len(samples)
     shape = (len(info.channels), info.height, info.width)
