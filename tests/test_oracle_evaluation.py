@@ -28,7 +28,7 @@ import yaml
 from scipy import ndimage
 from typer.testing import CliRunner
 
-from evaluate import infer as infer_stage
+from evaluate import adapter_check
 from evaluate import predict as predict_stage
 from fewsam.cli import app
 from train.adapter_io import read_adapter_config
@@ -218,7 +218,8 @@ class OracleModel(torch.nn.Module):
 
 @pytest.fixture
 def oracle(monkeypatch: pytest.MonkeyPatch) -> OracleModel:
-    """The stand-in, loaded wherever infer and predict load the adapter (its config is real)."""
+    """The stand-in, loaded wherever infer (through `adapter_check.load_dataset_adapter`) and
+    predict load the adapter (its config is real)."""
     model = OracleModel()
 
     def load_adapter(adapter_dir: Path, checkpoint: str | None = None, **_: Any) -> Any:
@@ -226,7 +227,7 @@ def oracle(monkeypatch: pytest.MonkeyPatch) -> OracleModel:
         assert config["num_classes"] == K and config["input_size"] == INPUT_SIZE
         return model, config
 
-    monkeypatch.setattr(infer_stage, "load_adapter", load_adapter)
+    monkeypatch.setattr(adapter_check, "load_adapter", load_adapter)
     monkeypatch.setattr(predict_stage, "load_adapter", load_adapter)
     return model
 
