@@ -293,6 +293,7 @@ class EvaluateParams:
     refine_margin: int
     refine_min_score: float
     refine_min_agreement: float
+    postprocess: Literal["none", "largest_component"]
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1")

@@ -2,8 +2,9 @@
 
 For each test case (at most `evaluate.max_cases`): the adapted model prompt-free and prompted
 (ground-truth points as in training, `train.points_per_class` per present class and slice), the
-U-Net baseline when one was trained (`unet`, prompt-free, package `baseline`), those two refined
-by SAM from boxes when `evaluate.refine` names a refiner (`prompt_free_refined`, `unet_refined`;
+U-Net baseline when one was trained (`unet`, prompt-free, package `baseline`), the three
+post-processed as `evaluate.postprocess` says (module `evaluate.postprocess`), the prompt-free two
+refined by SAM from boxes when `evaluate.refine` names a refiner (`prompt_free_refined`, `unet_refined`;
 module `evaluate.refine`), and
 base SAM per entry of `evaluate.zero_shot_prompts`: `zero_shot`, one interior point per present
 class, and `zero_shot_box`, the tight box of each present class (module `evaluate.zero_shot`). The
@@ -42,6 +43,7 @@ from evaluate.layout import (
     evaluation_cases,
     prediction_path,
 )
+from evaluate.postprocess import postprocess
 from evaluate.refine import Trust, open_refiner, refine_volumes
 from evaluate.reports import ADAPTED, REFINED, UNET
 from evaluate.zero_shot import zero_shot_volumes
@@ -109,12 +111,18 @@ def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np
     view = resize_volume(source, params.dataset.slice_size)  # the slices the models take
     out_hw = (int(source.image.shape[2]), int(source.image.shape[3]))
     k, batch = models.adapted.num_classes, params.evaluate.batch_size
-    preds = {"prompt_free": predict_volume(models.adapted, view.image, batch, out_hw=out_hw)}
+    ev = params.evaluate
+
+    def trained(label: np.ndarray) -> np.ndarray:
+        return postprocess(label, k, ev.postprocess)
+
+    preds = {
+        "prompt_free": trained(predict_volume(models.adapted, view.image, batch, out_hw=out_hw))
+    }
     if models.unet is not None:
-        preds[UNET] = predict_unet(models.unet, view.image, batch, out_hw=out_hw)
+        preds[UNET] = trained(predict_unet(models.unet, view.image, batch, out_hw=out_hw))
     if models.refiner is not None:
         # On the source grid, where the label maps lie: the refiner resizes to its own input.
-        ev = params.evaluate
         unrefined = {m: preds[m] for m in REFINED if m in preds}
         refined = refine_volumes(
             models.refiner, source.image, unrefined, k, ev.refine_margin, Trust.of(ev)
@@ -123,7 +131,9 @@ def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np
     if view.label is None:
         return preds
     prompts = gt_prompts(view.label, k, params.train.points_per_class, params.seed, source.case)
-    preds["prompted"] = predict_volume(models.adapted, view.image, batch, prompts, out_hw=out_hw)
+    preds["prompted"] = trained(
+        predict_volume(models.adapted, view.image, batch, prompts, out_hw=out_hw)
+    )
     if models.sam is not None and models.zero_shot_prompts:
         zero_shot = zero_shot_volumes(
             models.sam, view.image, view.label, k, batch, models.zero_shot_prompts, out_hw=out_hw

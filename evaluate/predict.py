@@ -50,6 +50,7 @@ from core.progress import make_progress
 from core.volume import Volume, spacing_zyx, to_zyx
 from evaluate.adapter_check import check_adapter
 from evaluate.inference import predict_volume
+from evaluate.postprocess import postprocess
 from evaluate.refine import REFINERS, Trust, open_refiner, refine_volumes
 from evaluate.reports import write_nifti
 from synth.datasets.base import ct_window, percentile_normalize, resize_volume
@@ -282,9 +283,9 @@ def run(
     refine: str = "none",
 ) -> list[Path]:
     """Segment every scan of `input_path` with the adapter, or with the U-Net baseline of the
-    folder `unet`; returns the files written, in order. `refine` (none | litemedsam | base):
-    SAM refines each label map from boxes (`evaluate.refine`), with the margin and trust rule
-    of `params.evaluate`."""
+    folder `unet`; returns the files written, in order. Each label map is post-processed as
+    `evaluate.postprocess` says; `refine` (none | litemedsam | base): SAM then refines it from
+    boxes (`evaluate.refine`), with the margin and trust rule of `params.evaluate`."""
     if unet is not None and checkpoint is not None:
         raise ParamsError("--checkpoint goes with the adapter; the U-Net has no base weights")
     if refine != "none" and refine not in REFINERS:
@@ -319,6 +320,7 @@ def run(
                 out_hw=(h, w),
                 on_batch=lambda n, task=task: progress.advance(task, n),
             )
+            label = postprocess(label, len(config["classes"]), params.evaluate.postprocess)
             if refiner is not None:
                 ev = params.evaluate
                 step = progress.add_task(f"{scan.name} refine", total=z)

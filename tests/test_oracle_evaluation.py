@@ -158,6 +158,7 @@ class OracleModel(torch.nn.Module):
         self.labels = {c: canonical_label(c) for c in self.keys}
         self.images = np.stack([windowed(canonical_hu(c, self.labels[c])) for c in self.keys])
         self.shift = shift  # (class id, voxels along W)
+        self.speck: tuple[int, int, int, int] | None = None  # (class id, z, y, x) added
         self.seen: list[tuple[str, int]] = []
         self.prompts_checked = 0
 
@@ -170,6 +171,10 @@ class OracleModel(torch.nn.Module):
             label[label == cls] = 0
             assert not label[moved.astype(bool)].any(), "the moved organ overlaps another"
             label[moved.astype(bool)] = cls
+        if self.speck is not None and self.speck[1] == z:
+            cls, _, y, x = self.speck
+            assert label[y, x] == 0
+            label[y, x] = cls
         return label
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -382,6 +387,28 @@ def test_predict_writes_the_label_file(
         truth = data / "labelsTs" / f"{case}.nii.gz"
         assert_same_file_content(out, truth, np.asarray(nib.load(truth).dataobj))
     assert sorted(oracle.seen) == sorted((c, z) for c in TEST_CASES for z in range(Z))
+
+
+@pytest.mark.parametrize("postprocess", ["largest_component", "none"])
+def test_a_stray_speck_is_removed_by_the_post_processing(
+    tmp_path: Path, params_dict: dict[str, Any], oracle: OracleModel, postprocess: str
+) -> None:
+    """The model adds one liver voxel on a slice far from the liver: `evaluate.postprocess`
+    (largest_component) removes it from both methods' files; `none` writes it."""
+    oracle.speck = (1, Z - 1, H - 1, 0)
+    params, adapter = write_project(tmp_path, params_dict, SLICE_SIZE)
+    data = yaml.safe_load(params.read_text())
+    data["evaluate"]["postprocess"] = postprocess
+    params.write_text(yaml.safe_dump(data))
+    run_cli("evaluate", "infer", "-p", params, "--adapter", adapter, "--out", tmp_path / "r")
+    for case in TEST_CASES:
+        expected = canonical_label(case)
+        if postprocess == "none":
+            expected[Z - 1, H - 1, 0] = 1
+        for method in METHODS:
+            written = tmp_path / "r" / "predictions" / method / f"{case}.nii.gz"
+            truth = tmp_path / "data" / "labelsTs" / f"{case}.nii.gz"
+            assert_same_file_content(written, truth, to_file(expected))
 
 
 # --- a known perturbation gives known numbers ------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from reliability_files import assert_one_line_error
+from test_postprocess import flood_fill_reference
 from typer.testing import CliRunner
 
 from baseline.io import load_unet, save_unet
@@ -271,7 +272,13 @@ def make_unet(folder: Path, params_file: Path, features: list[int], enabled: boo
     return folder
 
 
-def test_predict_with_the_unet_baseline(tmp_path: Path, params_file: Path) -> None:
+@pytest.mark.parametrize("postprocess", ["largest_component", "none"])
+def test_predict_with_the_unet_baseline(
+    tmp_path: Path, params_file: Path, postprocess: str
+) -> None:
+    data = yaml.safe_load(params_file.read_text())
+    data["evaluate"]["postprocess"] = postprocess
+    params_file.write_text(yaml.safe_dump(data))
     unet = make_unet(tmp_path / "unet", params_file, [4, 4, 8, 8, 16, 4])
     img = write_scan(tmp_path / "scan.nii.gz", seed=3)
     out = tmp_path / "seg.nii.gz"
@@ -288,9 +295,12 @@ def test_predict_with_the_unet_baseline(tmp_path: Path, params_file: Path) -> No
     net = load_unet(unet, ("a", "b"), ("CT",))
     with torch.no_grad():
         logits = net(torch.nn.functional.pad(x, (0, -x.shape[3] % 16, 0, -x.shape[2] % 16)))
-    want = logits[..., : x.shape[2], : x.shape[3]].argmax(1).numpy()
+    argmax = logits[..., : x.shape[2], : x.shape[3]].argmax(1).numpy().astype(np.uint8)
+    # evaluate.postprocess: largest_component keeps each class's largest component.
+    want = flood_fill_reference(argmax, 2) if postprocess == "largest_component" else argmax
     got = to_zyx(np.asarray(seg.dataobj), AFFINE)
     assert len(np.unique(want)) > 1  # a map that can tell a wrong model or preprocessing apart
+    assert (flood_fill_reference(argmax, 2) != argmax).any()  # one the post-processing changes
     assert np.array_equal(got, want)
 
 

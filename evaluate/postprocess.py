@@ -1,0 +1,45 @@
+"""Post-processing of a trained model's label map: each organ's largest connected component.
+
+An abdominal organ is one connected structure in 3D, so any part of a class's mask that does not
+touch its largest component is a false positive (a blob on a far slice, a speck in a neighbour):
+nnU-Net removes them the same way when cross-validation says it helps. A few-exemplar run has no
+validation labels to decide that per class, so it is a prior set in `evaluate.postprocess`
+(`largest_component` for organs; `none` where a class may have several parts, such as a
+multifocal tumour). Connectivity is by faces (6-neighbourhood): the one measured slightly better
+than 26 on the default run (BENCHMARKS.md, *Post-processing*).
+
+Applied to the label maps of trained models (fewsam prompt-free and prompted, the U-Net) wherever
+they are made: `fewsam evaluate infer`, `fewsam predict` and the teachers of `fewsam synth
+pseudo`. Not to zero-shot SAM, whose masks come one per slice from the ground truth's prompts: it
+marks nothing outside them, and the step removed correct parts there (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+POSTPROCESS = ("none", "largest_component")
+
+
+def largest_components(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """`label` (Z x H x W ids, 0 = background) with every voxel of class c outside c's largest
+    6-connected component set to background; a class's first component wins a tie."""
+    out = label.copy()
+    for c in range(1, num_classes + 1):
+        mask = label == c
+        components, n = ndimage.label(mask)
+        if n <= 1:
+            continue
+        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+        out[mask & (components != int(np.argmax(sizes)) + 1)] = 0
+    return out
+
+
+def postprocess(label: np.ndarray, num_classes: int, how: str) -> np.ndarray:
+    """`label` after the post-processing `how` (one of POSTPROCESS)."""
+    if how == "none":
+        return label
+    if how == "largest_component":
+        return largest_components(label, num_classes)
+    raise ValueError(f"unknown post-processing {how!r} (one of {', '.join(POSTPROCESS)})")
