@@ -29,6 +29,7 @@ from baseline.network import predict_unet
 from core.params import Params, load_params
 from core.schema import read_synthetic_info
 from evaluate.layout import evaluation_cases
+from evaluate.postprocess import postprocess
 from evaluate.protocols import score_case, summarize
 from synth.datasets import open_dataset
 from synth.datasets.base import resize_volume
@@ -36,7 +37,8 @@ from synth.datasets.base import resize_volume
 
 def unet_scorer(params: Params) -> tuple[Callable[[torch.nn.Module], tuple[float, float]], int]:
     """A function giving a U-Net's prompt-free mean Dice and HD95 over the classes on the test
-    cases the pipeline evaluates with `params` (read once, here), and how many cases those are."""
+    cases the pipeline evaluates with `params` (read once, here; label maps post-processed as
+    `evaluate.postprocess` says), and how many cases those are."""
     reader = open_dataset(params.dataset, params.seed)
     cases = [
         reader.load(c, resize=False) for c in evaluation_cases(reader, params.evaluate.max_cases)
@@ -50,6 +52,7 @@ def unet_scorer(params: Params) -> tuple[Callable[[torch.nn.Module], tuple[float
             view = resize_volume(source, params.dataset.slice_size)
             out_hw = (int(source.image.shape[2]), int(source.image.shape[3]))
             pred = predict_unet(net, view.image, params.evaluate.batch_size, out_hw=out_hw)
+            pred = postprocess(pred, k, params.evaluate.postprocess)  # as `evaluate infer`
             scores.append(
                 score_case(pred, source.label, k, source.spacing, params.evaluate.protocol)
             )
