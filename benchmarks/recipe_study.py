@@ -35,8 +35,10 @@ KEYS = (
     "loss.dice_background",
     "train.prompt_dropout",
     "train.points_per_class",
+    "evaluate.postprocess",
 )
-FALLBACK = {"finetune": "lora", "fine_head": False}  # archived before the keys existed
+# Archived before the keys existed.
+FALLBACK = {"finetune": "lora", "fine_head": False, "postprocess": "none"}
 
 
 def flat(params: dict[str, Any], key: str) -> Any:

@@ -8,10 +8,12 @@ validation labels to decide that per class, so it is a prior set in `evaluate.po
 multifocal tumour). Connectivity is by faces (6-neighbourhood): the one measured slightly better
 than 26 on the default run (BENCHMARKS.md, *Post-processing*).
 
-Applied to the label maps of trained models (fewsam prompt-free and prompted, the U-Net) wherever
-they are made: `fewsam evaluate infer`, `fewsam predict` and the teachers of `fewsam synth
-pseudo`. Not to zero-shot SAM, whose masks come one per slice from the ground truth's prompts: it
-marks nothing outside them, and the step removed correct parts there (BENCHMARKS.md).
+Applied to the label maps of trained models (fewsam prompt-free and prompted, the U-Net) in
+`fewsam evaluate infer` and `fewsam predict`, before a refiner sees them. Not to zero-shot SAM,
+whose masks come one per slice from the ground truth's prompts: it marks nothing outside them,
+and the step removed correct parts there (BENCHMARKS.md). Not to the teachers of `fewsam synth
+pseudo` either, which label a subset of slices (exemplar slices left out, `selftrain.stride`),
+not whole volumes: the self-training study was measured without it.
 """
 
 from __future__ import annotations

@@ -90,7 +90,10 @@ def predict(
     ),
 ) -> None:
     """Segment new scans with a trained adapter (or the U-Net baseline); label maps keep the
-    input's affine and header."""
+    input's affine and header.
+
+    Each class keeps only its largest 3D connected component (evaluate.postprocess in the
+    params; none turns it off)."""
     from evaluate import predict as predict_stage
 
     written = predict_stage.run(
