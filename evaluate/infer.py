@@ -2,14 +2,14 @@
 
 For each test case (at most `evaluate.max_cases`): the adapted model prompt-free and prompted
 (ground-truth points as in training, `train.points_per_class` per present class and slice), the
-U-Net baseline when one was trained (`unet`, prompt-free, package `baseline`), the three
-post-processed as `evaluate.postprocess` says (module `evaluate.postprocess`), the prompt-free two
-refined by SAM from boxes when `evaluate.refine` names a refiner (`prompt_free_refined`, `unet_refined`;
-module `evaluate.refine`), and
-base SAM per entry of `evaluate.zero_shot_prompts`: `zero_shot`, one interior point per present
-class, and `zero_shot_box`, the tight box of each present class (module `evaluate.zero_shot`). The
-models see the slices at `dataset.slice_size`, as in training; their logits are upsampled to the
-case's source in-plane size before the argmax or threshold (`predict_volume`'s `out_hw`, the path
+U-Net baseline when one was trained (`unet`, prompt-free, package `baseline`), these three
+post-processed as `evaluate.postprocess` says (module `evaluate.postprocess`); the two
+prompt-free ones refined by SAM from boxes when `evaluate.refine` names a refiner
+(`prompt_free_refined`, `unet_refined`; module `evaluate.refine`); and base SAM per entry of
+`evaluate.zero_shot_prompts`: `zero_shot`, one interior point per present class, and
+`zero_shot_box`, the tight box of each present class (module `evaluate.zero_shot`). The models see
+the slices at `dataset.slice_size`, as in training; their logits are upsampled to the case's
+source in-plane size before the argmax or threshold (`predict_volume`'s `out_hw`, the path
 `fewsam predict` takes too), so every label map lies on the source grid and is written with the
 source affine and header (layout in `evaluate.layout`). Scores come from the `score` stage, which
 reads these files: a change of protocol re-scores without running a model.

@@ -180,10 +180,10 @@ def results_table(src: Sources) -> str:
         f"DSC (%) over the 8 organs, mean ± sd over {'/'.join(map(str, reps))} replicates; "
         f"records: {', '.join(sources)}."
     )
-    if src.refine is not None or src.selftrain:
+    if src.selftrain:
         lines.append(
-            "The refiner and self-training rows were measured before `evaluate.postprocess` "
-            "existed, on label maps without it (each row's \"from\" value is that map's own)."
+            "The self-training rows were measured before `evaluate.postprocess` existed, on "
+            "label maps without it (each row's \"from\" value is that map's own)."
         )
     return "\n".join(lines) + "\n"
 
