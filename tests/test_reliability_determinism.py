@@ -108,8 +108,10 @@ def test_predict_memory_grows_with_the_volume_only(
     """Traced (numpy) peak of `predict` on 128 x 128 scans of 32 and 96 slices.
 
     Reading holds the file-order and the slice-order arrays for a moment (2 float32 volumes);
-    inference adds the uint8 label map and its file-order copy (1/4 volume each). Holding a third
-    float32 copy (a windowed or stacked one) would make it 3 volumes.
+    inference adds the uint8 label map and its file-order copy (1/4 volume each). The
+    post-processing (`evaluate.postprocess: largest_component`) labels one class's components at a
+    time (int32: 1 volume) and counts them (np.bincount's int64 copy: 2 volumes); measured 4.76 in
+    all. Holding another float32 copy (a windowed or stacked one) would add 1 volume.
     """
     data = cpu_params(params_dict, tmp_path)
     params = parse_params(data)
@@ -126,5 +128,6 @@ def test_predict_memory_grows_with_the_volume_only(
             tracemalloc.stop()
         volumes.append(128 * 128 * z * 4)
     growth = (peaks[1] - peaks[0]) / (volumes[1] - volumes[0])
-    assert growth < 2.6, growth  # measured 2.0 (3.0 when reading kept a third copy)
-    assert peaks[1] < 2.6 * volumes[1], peaks[1] / volumes[1]
+    # Measured 2.0 without post-processing (3.0 when reading kept a third copy), 4.76 with it.
+    assert growth < 5.2, growth
+    assert peaks[1] < 5.2 * volumes[1], peaks[1] / volumes[1]
