@@ -45,15 +45,7 @@ from synth.datasets.base import resize_volume
 
 def largest_26(label: np.ndarray, k: int) -> np.ndarray:
     """Largest component per class under 26-connectivity (faces, edges and corners)."""
-    out = label.copy()
-    full = ndimage.generate_binary_structure(3, 3)
-    for c in range(1, k + 1):
-        mask = label == c
-        components, n = ndimage.label(mask, structure=full)
-        if n > 1:
-            sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-            out[mask & (components != int(np.argmax(sizes)) + 1)] = 0
-    return out
+    return largest_components(label, k, ndimage.generate_binary_structure(3, 3))
 
 
 WAYS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {

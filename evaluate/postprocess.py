@@ -24,13 +24,16 @@ from scipy import ndimage
 POSTPROCESS = ("none", "largest_component")
 
 
-def largest_components(label: np.ndarray, num_classes: int) -> np.ndarray:
+def largest_components(
+    label: np.ndarray, num_classes: int, structure: np.ndarray | None = None
+) -> np.ndarray:
     """`label` (Z x H x W ids, 0 = background) with every voxel of class c outside c's largest
-    6-connected component set to background; a class's first component wins a tie."""
+    connected component set to background; a class's first component wins a tie. Connectivity:
+    `structure` as scipy.ndimage.label takes it, faces (6-connected) when None."""
     out = label.copy()
     for c in range(1, num_classes + 1):
         mask = label == c
-        components, n = ndimage.label(mask)
+        components, n = ndimage.label(mask, structure=structure)
         if n <= 1:
             continue
         sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
