@@ -35,7 +35,7 @@ from core.progress import track
 from core.volume import Volume
 from evaluate import reports
 from evaluate.adapter_check import load_dataset_adapter
-from evaluate.inference import gt_prompts, predict_volume
+from evaluate.inference import PromptFn, gt_prompts, predict_volumes
 from evaluate.layout import (
     OVERLAYS,
     PREDICTIONS,
@@ -116,9 +116,13 @@ def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np
     def trained(label: np.ndarray) -> np.ndarray:
         return postprocess(label, k, ev.postprocess)
 
-    preds = {
-        "prompt_free": trained(predict_volume(models.adapted, view.image, batch, out_hw=out_hw))
-    }
+    prompt_sets: list[PromptFn | None] = [None]  # prompt-free; prompted too when labeled
+    if view.label is not None:
+        prompt_sets.append(
+            gt_prompts(view.label, k, params.train.points_per_class, params.seed, source.case)
+        )
+    adapted = predict_volumes(models.adapted, view.image, batch, prompt_sets, out_hw=out_hw)
+    preds = {"prompt_free": trained(adapted[0])}
     if models.unet is not None:
         preds[UNET] = trained(predict_unet(models.unet, view.image, batch, out_hw=out_hw))
     if models.refiner is not None:
@@ -130,10 +134,7 @@ def predict_case(models: Models, source: Volume, params: Params) -> dict[str, np
         preds.update({REFINED[m]: label for m, label in refined.items()})
     if view.label is None:
         return preds
-    prompts = gt_prompts(view.label, k, params.train.points_per_class, params.seed, source.case)
-    preds["prompted"] = trained(
-        predict_volume(models.adapted, view.image, batch, prompts, out_hw=out_hw)
-    )
+    preds["prompted"] = trained(adapted[1])
     if models.sam is not None and models.zero_shot_prompts:
         zero_shot = zero_shot_volumes(
             models.sam, view.image, view.label, k, batch, models.zero_shot_prompts, out_hw=out_hw

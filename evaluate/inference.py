@@ -15,7 +15,7 @@ the batch size, on which other cases are evaluated or on their order.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -80,7 +80,6 @@ def _device(model: object) -> torch.device:
     return torch.device("cpu")
 
 
-@torch.no_grad()
 def predict_volume(
     model: SliceModel,
     image: np.ndarray,
@@ -98,27 +97,46 @@ def predict_volume(
     on_batch: called with the number of slices after each batch (progress bars).
     Returns Z x out_h x out_w uint8 class ids 0..K.
     """
+    return predict_volumes(model, image, batch_size, [prompts], out_hw, on_batch)[0]
+
+
+@torch.no_grad()
+def predict_volumes(
+    model: SliceModel,
+    image: np.ndarray,
+    batch_size: int,
+    prompt_sets: Sequence[PromptFn | None],
+    out_hw: tuple[int, int] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
+    """One label map per entry of `prompt_sets` (each as `predict_volume`'s `prompts`), from one
+    pass of the image encoder: the encoder is most of a slice's cost, and prompt-free and
+    prompted inference of a case share its embeddings. Each map equals `predict_volume`'s."""
     _, z, h, w = image.shape
     size = model.input_size
     out_h, out_w = out_hw or (h, w)
     device = _device(model)
-    out = np.zeros((z, out_h, out_w), np.uint8)
+    outs = [np.zeros((z, out_h, out_w), np.uint8) for _ in prompt_sets]
     for batch in slice_batches(z, batch_size):
         slices = np.moveaxis(image[:, batch.start : batch.stop], 1, 0)  # N x C x H x W
         x = to_sam_input(torch.from_numpy(np.ascontiguousarray(slices)), size).to(device)
         embeddings = model.embed(x)
-        points = point_labels = None
-        if prompts is not None:
-            sets = [prompts(i) for i in batch]
-            if any(len(classes) for _, classes in sets):
-                sets = [(scale_points(p, (h, w), size), c) for p, c in sets]
-                points, point_labels = (t.to(device) for t in pad_points(sets))
-        logits = model.decode(embeddings, points, point_labels, x)  # N x (K+1) x S x S
-        for j, zi in enumerate(batch):
-            up = F.interpolate(
-                logits[j : j + 1].float(), size=(out_h, out_w), mode="bilinear", align_corners=False
-            )
-            out[zi] = up[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
+        for out, prompts in zip(outs, prompt_sets, strict=True):
+            points = point_labels = None
+            if prompts is not None:
+                sets = [prompts(i) for i in batch]
+                if any(len(classes) for _, classes in sets):
+                    sets = [(scale_points(p, (h, w), size), c) for p, c in sets]
+                    points, point_labels = (t.to(device) for t in pad_points(sets))
+            logits = model.decode(embeddings, points, point_labels, x)  # N x (K+1) x S x S
+            for j, zi in enumerate(batch):
+                up = F.interpolate(
+                    logits[j : j + 1].float(),
+                    size=(out_h, out_w),
+                    mode="bilinear",
+                    align_corners=False,
+                )
+                out[zi] = up[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
         if on_batch is not None:
             on_batch(len(batch))
-    return out
+    return outs

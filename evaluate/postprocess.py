@@ -31,13 +31,23 @@ def largest_components(
     connected component set to background; a class's first component wins a tie. Connectivity:
     `structure` as scipy.ndimage.label takes it, faces (6-connected) when None."""
     out = label.copy()
-    for c in range(1, num_classes + 1):
-        mask = label == c
+    # Each class is labelled inside its bounding box only: its components are the same there, in
+    # the same (raster) order, and a small organ costs a small array instead of a whole volume.
+    boxes = ndimage.find_objects(label, max_label=num_classes)
+    for c, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        mask = label[box] == c
         components, n = ndimage.label(mask, structure=structure)
         if n <= 1:
             continue
-        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-        out[mask & (components != int(np.argmax(sizes)) + 1)] = 0
+        # Counted one slice at a time: np.bincount copies its input to int64, which for the whole
+        # box would be twice the int32 component map.
+        sizes = np.zeros(n + 1, np.int64)
+        for plane in components:
+            sizes += np.bincount(plane.ravel(), minlength=n + 1)
+        mask &= components != int(np.argmax(sizes[1:])) + 1
+        out[box][mask] = 0
     return out
 
 

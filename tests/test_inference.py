@@ -16,7 +16,7 @@ from sam_helpers import write_checkpoint
 from typer.testing import CliRunner
 
 from core.params import LoraParams, ModelParams, parse_params
-from evaluate.inference import gt_prompts, predict_volume
+from evaluate.inference import gt_prompts, predict_volume, predict_volumes
 from evaluate.protocols import score_case
 from fewsam.cli import app
 from train.adapter_io import save_adapter
@@ -128,6 +128,27 @@ def test_real_model_runs_and_batches_consistently() -> None:
     four = predict_volume(model, image, 4)
     assert one.shape == (4, 40, 36) and one.max() <= K
     assert np.mean(one == four) > 0.99  # float summation order may flip a near-tie
+
+
+def test_one_encoder_pass_gives_the_prompt_free_and_the_prompted_maps() -> None:
+    """`predict_volumes` (what `evaluate infer` runs) embeds each batch once for both modes and
+    gives each mode the map `predict_volume` gives it alone, on a real (tiny) model."""
+    torch.manual_seed(0)
+    model = build_fewsam(
+        ModelParams("tiny", None, 64), LoraParams(2, 2.0, 0.0, True, True, "lora", False), K
+    )
+    image, label = labeled_volume(z=5, h=40, w=36)
+    image = (image + np.random.default_rng(1).random(image.shape)).astype(np.float32) / 2
+    prompts = gt_prompts(label, K, 2, seed=0, case="c1")
+    embeds: list[int] = []
+    embed = model.embed
+    model.embed = lambda x: (embeds.append(x.shape[0]), embed(x))[1]  # type: ignore[method-assign]
+    free, prompted = predict_volumes(model, image, 2, [None, prompts])
+    assert embeds == [2, 2, 1]  # one pass over the 5 slices, not two
+    del model.embed
+    assert np.array_equal(free, predict_volume(model, image, 2))
+    assert np.array_equal(prompted, predict_volume(model, image, 2, prompts=prompts))
+    assert not np.array_equal(free, prompted)  # the prompts reach the decoder
 
 
 # --- the stage, end to end on a tiny nnU-Net style dataset ------------------------------------

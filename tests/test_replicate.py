@@ -138,12 +138,13 @@ def _prompts_of(params: Params, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The evaluation prompts of every slice of a small labeled case, as infer draws them."""
     got: list[Any] = []
 
-    def predict_volume(model: Any, image: np.ndarray, batch: int, prompts: Any = None, **kw: Any):
-        if prompts is not None:
-            got.extend(prompts(z) for z in range(image.shape[1]))
-        return np.zeros((image.shape[1], *kw["out_hw"]), np.uint8)
+    def predict_volumes(model: Any, image: np.ndarray, batch: int, prompt_sets: Any, **kw: Any):
+        for prompts in prompt_sets:
+            if prompts is not None:
+                got.extend(prompts(z) for z in range(image.shape[1]))
+        return [np.zeros((image.shape[1], *kw["out_hw"]), np.uint8) for _ in prompt_sets]
 
-    monkeypatch.setattr(infer, "predict_volume", predict_volume)
+    monkeypatch.setattr(infer, "predict_volumes", predict_volumes)
     label = np.zeros((3, 24, 24), np.uint8)
     label[:, 4:14, 4:14] = 1
     label[1:, 15:22, 10:20] = 2
