@@ -213,8 +213,8 @@ def write_overlay(
     handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i + 1)[:3]) for i in range(len(classes))]
     fig.legend(handles, classes, loc="lower center", ncol=min(len(classes), 8), fontsize=7)
     fig.suptitle(title, fontsize=10)
-    # A fixed layout: tight_layout measured every title's extent and took most of the time of an
-    # overlay (0.27 s of it per PNG, a sixth of `evaluate infer` on the default run).
+    # A fixed layout: tight_layout measured every title's extent, a third of an overlay's time
+    # (0.27 s per PNG with it, 0.18 s without; BENCHMARKS.md, *Default pipeline*).
     fig.subplots_adjust(left=0.005, right=0.995, bottom=0.13, top=0.86, wspace=0.03)
     with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
