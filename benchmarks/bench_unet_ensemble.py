@@ -93,9 +93,9 @@ def main() -> None:
         for r in args.replicates:
             members, seconds = [], 0.0
             for m in range(members_n):
-                params = dataclasses.replace(base, baseline=bp, replicate=100 * r + m)
-                if members_n == 1:
-                    params = dataclasses.replace(params, replicate=r)  # the pipeline's own run
+                # K = 1 keeps replicate r: the pipeline's own run.
+                replicate = r if members_n == 1 else 100 * r + m
+                params = dataclasses.replace(base, baseline=bp, replicate=replicate)
                 start = time.perf_counter()
                 net, _ = loop.train_unet(params, info)
                 seconds += time.perf_counter() - start

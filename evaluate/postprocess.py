@@ -41,11 +41,15 @@ def largest_components(
         components, n = ndimage.label(mask, structure=structure)
         if n <= 1:
             continue
-        # Counted one slice at a time: np.bincount copies its input to int64, which for the whole
-        # box would be twice the int32 component map.
+        # Counted in chunks: np.bincount copies its input to int64, which for the whole box would
+        # be twice the int32 component map. A chunk is a slice of the box, or n voxels when there
+        # are more components than that (a speckled map), so the n + 1 counts each chunk returns
+        # cost no more than reading it.
         sizes = np.zeros(n + 1, np.int64)
-        for plane in components:
-            sizes += np.bincount(plane.ravel(), minlength=n + 1)
+        flat = components.ravel()  # a view: ndimage.label returns a contiguous array
+        step = max(components[0].size, n + 1)
+        for start in range(0, flat.size, step):
+            sizes += np.bincount(flat[start : start + step], minlength=n + 1)
         mask &= components != int(np.argmax(sizes[1:])) + 1
         out[box][mask] = 0
     return out
