@@ -6,9 +6,8 @@ and `--docs-check` says which differ (tests/test_doc_tables.py runs the check, s
 table cannot drift from its records). Sources, all committed:
 
 - the grid archive (`docs/grid_cpu_records.json`, written by `fewsam report --archive`): the paper's
-  grid (`synapse-*`), the default recipe at 1, 9 and 36 exemplars (`bn-*`: lr 0.005, the
-  largest-component post-processing and the U-Net with batch norm), the default run's
-  replicates (`default-bn-s*`);
+  grid (`synapse-*`), the default recipe at 1, 9 and 36 exemplars (`lcc-*`: lr 0.005 and the
+  largest-component post-processing), the default run's replicates (`default-lcc-s*`);
 - the refiner study (`docs/bench_refine_litemedsam.json`, `benchmarks/bench_refine.py`), read at
   the margin and trust rule params.yaml sets (`evaluate.refine_*`);
 - the self-training study (`docs/bench_selftrain.jsonl`, `benchmarks/bench_selftrain.py`);
@@ -45,9 +44,9 @@ BLOCK = re.compile(
 )
 NAME = re.compile(r"^(?P<prefix>.+)-(?P<n>\d+)-synth-s(?P<r>\d+)$")
 # The default recipe's archived grid points, and the exemplar counts of the results table.
-DEFAULT_PREFIX, COUNTS = "bn", (1, 9, 36)
-# The default run's replicates (`dvc exp run -n default-bn-s$r -S replicate=$r`).
-DEFAULT_RUNS = re.compile(r"default-bn-s\d+")
+DEFAULT_PREFIX, COUNTS = "lcc", (1, 9, 36)
+# The default run's replicates (`dvc exp run -n default-lcc-s$r -S replicate=$r`).
+DEFAULT_RUNS = re.compile(r"default-lcc-s\d+")
 PAPER_PREFIX = "synapse"
 # Methods of reports/metrics.json: (label, DSC key).
 DEFAULT_METHODS = (
@@ -239,7 +238,7 @@ def selftrain_table(src: Sources) -> str:
 
 def default_table(src: Sources) -> str:
     """The default run (`make repro`, reports/metrics.json) beside its replicates' spread
-    (`default-bn-s*` in the archive: the same params with `replicate` 0, 1, 2)."""
+    (`default-lcc-s*` in the archive: the same params with `replicate` 0, 1, 2)."""
     reps = sorted((r for r in src.records if DEFAULT_RUNS.fullmatch(r.name)), key=lambda r: r.name)
     lines = [
         "| method | this run (reports/metrics.json) | replicates, mean ± sd (n) |",
