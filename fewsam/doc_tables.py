@@ -47,6 +47,10 @@ NAME = re.compile(r"^(?P<prefix>.+)-(?P<n>\d+)-synth-s(?P<r>\d+)$")
 DEFAULT_PREFIX, COUNTS = "lcc", (1, 9, 36)
 # The default run's replicates (`dvc exp run -n default-lcc-s$r -S replicate=$r`).
 DEFAULT_RUNS = re.compile(r"default-lcc-s\d+")
+# The same grid points re-run on a second CPU model (`lcc-*` ran on an AMD EPYC, these on an
+# Intel Xeon): the results table gives the U-Net's row again from them, because the U-Net's
+# replicates move between CPUs by as much as its spread (fewsam's by hundredths).
+SECOND_CPU_PREFIX, SECOND_CPU, FIRST_CPU = "intel-lcc", "Intel Xeon", "AMD EPYC"
 PAPER_PREFIX = "synapse"
 # Methods of reports/metrics.json: (label, DSC key).
 DEFAULT_METHODS = (
@@ -142,6 +146,17 @@ def results_table(src: Sources) -> str:
     for label, key in DEFAULT_METHODS:
         cells = [_pct(summarize([r.metrics.get(key) for r in groups[n]])) for n in counts]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    second = _groups(src.records, SECOND_CPU_PREFIX)
+    if any(n in second for n in counts):
+        cells = [
+            _pct(summarize([r.metrics.get("unet_dsc") for r in second[n]])) if n in second else "–"
+            for n in counts
+        ]
+        lines.append(
+            f"| U-Net, same synthetic data, the same replicates on another CPU ({SECOND_CPU}) | "
+            + " | ".join(cells)
+            + " |"
+        )
     if src.refine is not None:
         k = len(src.refine["cases"])
         for label, model in (("fewsam prompt-free", "prompt_free"), ("U-Net", "unet")):
@@ -180,12 +195,41 @@ def results_table(src: Sources) -> str:
         f"DSC (%) over the 8 organs, mean ± sd over {'/'.join(map(str, reps))} replicates; "
         f"records: {', '.join(sources)}."
     )
+    moved = _fewsam_moved(groups, second)
+    if moved is not None:
+        lines.append(
+            f"The row on another CPU: the same params and replicates (`{SECOND_CPU_PREFIX}-*` in "
+            f"the archive; the other grid rows ran on an {FIRST_CPU}); fewsam's DSC moved by at "
+            f"most {100 * moved:.2f} points between the two CPUs."
+        )
     if src.selftrain:
         lines.append(
             "The self-training rows were measured before `evaluate.postprocess` existed, on "
             "label maps without it (each row's \"from\" value is that map's own)."
         )
     return "\n".join(lines) + "\n"
+
+
+def _fewsam_moved(
+    groups: Mapping[int, Sequence[ExpRecord]], second: Mapping[int, Sequence[ExpRecord]]
+) -> float | None:
+    """Largest change of fewsam's DSC (prompted or prompt-free) between the two CPUs' runs of
+    the same exemplar count and replicate; None when no run is on both."""
+    changes = []
+    for n, runs in second.items():
+        first = {_replicate(r): r for r in groups.get(n, [])}
+        for rec in runs:
+            other = first.get(_replicate(rec))
+            for key in ("dsc", "dsc_prompt_free"):
+                if other is not None and None not in (rec.metrics.get(key), other.metrics.get(key)):
+                    changes.append(abs(float(rec.metrics[key]) - float(other.metrics[key])))
+    return max(changes) if changes else None
+
+
+def _replicate(rec: ExpRecord) -> int:
+    m = NAME.match(rec.name)
+    assert m is not None  # records of _groups only
+    return int(m["r"])
 
 
 # Self-training rows: (label, student column, the model it is compared with) of

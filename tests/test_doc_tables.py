@@ -47,6 +47,9 @@ def project(tmp_path: Path) -> Path:
         _record("lcc-9-synth-s1", 0.70, 0.70),
         _record("default-lcc-s0", 0.50, 0.60),
         _record("default-lcc-s1", 0.60, 0.80),
+        # The same grid point on another CPU: fewsam moved by 0.03 (replicate 1), the U-Net more.
+        _record("intel-lcc-9-synth-s0", 0.50, 0.60),
+        _record("intel-lcc-9-synth-s1", 0.73, 0.90),
         # Groups of another recipe and the runs before post-processing: not in the tables.
         _record("lr005-9-synth-s0", 0.10, 0.10),
         _record("default-s0", 0.10, 0.10),
@@ -69,6 +72,9 @@ def test_blocks_are_regenerated_and_staleness_is_reported(project: Path) -> None
     assert "| fewsam, prompted (one point per organ) | 60.00 ± 14.14 |" in text
     assert "| fewsam, prompt-free | 61.00 ± 14.14 |" in text
     assert "| U-Net, same synthetic data | 70.00 |" in text  # sd 0: shown as one value
+    # The other CPU's U-Net: 60 and 90, 75 ± 21.21; fewsam's largest change 0.73 - 0.70.
+    assert "the same replicates on another CPU (Intel Xeon) | 75.00 ± 21.21 |" in text
+    assert "fewsam's DSC moved by at most 3.00 points" in text
     # The default table: this run's value, then the replicates' spread (60 and 80: 70 ± 14.14).
     assert "| U-Net, same synthetic data | 60.00 | 70.00 ± 14.14 (2) |" in text
     assert "old" not in text and "text after" in text
