@@ -8,6 +8,10 @@ the test cases the pipeline evaluates and post-processed as the params say, the 
 mean of the members' softmax probabilities). K = 1 is the pipeline's U-Net. The training seconds
 are summed over the members, so every configuration gets about the same minutes.
 
+`--vary init` keeps every replicate on replicate 0's batch order (only the initialization
+changes), `--vary order` on replicate 0's initialization (only the batch order changes); the
+default `both` changes both, as a replicate of the pipeline does.
+
 `--steps N` replaces `baseline.max_steps` (the total over the members); `--sgd` trains with
 nnU-Net's optimizer instead of AdamW (SGD, Nesterov momentum 0.99, weight decay 3e-5, the same
 learning rate and schedule).
@@ -33,6 +37,7 @@ from typing import Any
 import torch
 
 import baseline.loop as loop
+from core import streams
 from core.params import load_params
 from core.schema import read_synthetic_info
 
@@ -58,6 +63,19 @@ def nnunet_sgd(named_params: Iterable[tuple[str, torch.nn.Parameter]], bp: Any) 
     return torch.optim.SGD(trainable, lr=bp.lr, momentum=0.99, nesterov=True, weight_decay=3e-5)
 
 
+def hold_replicate_0(vary: str, seed: int) -> None:
+    """Make the U-Net's training take what `vary` does not name from replicate 0's stream."""
+    fixed = streams.stream_seed(seed, 0)
+    if vary == "order":  # every replicate starts from replicate 0's weights
+        init_seed = loop.init_seed
+        loop.init_seed = lambda _stream_seed: init_seed(fixed)  # type: ignore[assignment]
+    elif vary == "init":  # every replicate sees replicate 0's batches
+        sampler = loop.StepBatchSampler
+        loop.StepBatchSampler = (  # type: ignore[assignment,misc]
+            lambda length, batch, _stream_seed, *rest: sampler(length, batch, fixed, *rest)
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/synthetic.h5"))
@@ -66,6 +84,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["instance:1", "instance:2", "batch:1"])
     parser.add_argument("--steps", type=int, help="total steps (default: baseline.max_steps)")
     parser.add_argument("--sgd", action="store_true", help="nnU-Net's SGD instead of AdamW")
+    parser.add_argument("--vary", choices=("both", "init", "order"), default="both")
     args = parser.parse_args()
     base = load_params(args.params)
     if args.steps:
@@ -74,6 +93,7 @@ def main() -> None:
         )
     if args.sgd:
         loop.make_optimizer = nnunet_sgd  # type: ignore[assignment]
+    hold_replicate_0(args.vary, base.seed)
     score_both, n_cases = unet_scorer(base)
     info = read_synthetic_info(args.data)
     steps = base.baseline.max_steps
@@ -81,7 +101,7 @@ def main() -> None:
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads; {args.data}, {n_cases} test "
         f"cases, {steps} steps in all per configuration, postprocess {base.evaluate.postprocess}, "
-        f"{'SGD' if args.sgd else 'AdamW'}"
+        f"{'SGD' if args.sgd else 'AdamW'}, varying {args.vary}"
     )
     print("| configuration | replicate | DSC | HD95 | seconds trained |")
     print("|---|---:|---:|---:|---:|")
