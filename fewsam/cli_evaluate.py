@@ -85,7 +85,7 @@ def predict(
     refine: str = typer.Option(
         "none",
         help="Refine each organ's outline with SAM prompted by the box of the model's mask: "
-        "none, litemedsam (the litemedsam extra of the package; about 1.5 s per slice on a CPU) "
+        "none, litemedsam (the litemedsam extra of the package; about 1 s per slice on 2 CPU cores) "
         "or base (the base SAM of params.yaml). Margin and trust: evaluate.refine_* in params.",
     ),
 ) -> None:
