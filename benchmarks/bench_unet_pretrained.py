@@ -37,14 +37,13 @@ import baseline.loop as loop
 from baseline.network import NORMS, unet_logits
 from core.params import Params, load_params
 from core.schema import read_synthetic_info
+from suggest.features import body_slices
 from synth.datasets import open_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_baseline import unet_scorer  # noqa: E402
 
 PATCH = 16
-# A slice is body when at least this fraction of it is above air (0 after windowing).
-BODY_FRACTION = 0.05
 
 
 def training_slices(params: Params) -> np.ndarray:
@@ -53,9 +52,7 @@ def training_slices(params: Params) -> np.ndarray:
     slices = []
     for case in reader.cases("train"):
         image = reader.load(case).image  # C x Z x H x W in [0, 1]
-        for z in range(image.shape[1]):
-            if (image[:, z] > 0.02).mean() >= BODY_FRACTION:
-                slices.append(image[:, z])
+        slices += [image[:, z] for z in body_slices(image, params.suggest.body_fraction)]
     return np.stack(slices).astype(np.float32)
 
 

@@ -106,14 +106,19 @@ def _pct(s: Summary) -> str:
     return f"{100 * s.mean:.2f}" + ("" if not s.sd else f" ± {100 * s.sd:.2f}")
 
 
-def _groups(records: Sequence[ExpRecord], prefix: str) -> dict[int, list[ExpRecord]]:
-    """Exemplar count -> the replicates of `<prefix>-<n>-synth-s<r>`, by replicate."""
+def _replicates(records: Sequence[ExpRecord], prefix: str) -> dict[int, dict[int, ExpRecord]]:
+    """Exemplar count -> replicate -> the record `<prefix>-<n>-synth-s<r>`."""
     out: dict[int, dict[int, ExpRecord]] = defaultdict(dict)
     for rec in records:
         m = NAME.match(rec.name)
         if m and m["prefix"] == prefix:
             out[int(m["n"])][int(m["r"])] = rec
-    return {n: [runs[r] for r in sorted(runs)] for n, runs in out.items()}
+    return dict(out)
+
+
+def _groups(records: Sequence[ExpRecord], prefix: str) -> dict[int, list[ExpRecord]]:
+    """Exemplar count -> the replicates of `<prefix>-<n>-synth-s<r>`, by replicate."""
+    return {n: [runs[r] for r in sorted(runs)] for n, runs in _replicates(records, prefix).items()}
 
 
 def _refined(src: Sources, n: int, model: str) -> tuple[Summary, Summary] | None:
@@ -195,7 +200,9 @@ def results_table(src: Sources) -> str:
         f"DSC (%) over the 8 organs, mean ± sd over {'/'.join(map(str, reps))} replicates; "
         f"records: {', '.join(sources)}."
     )
-    moved = _fewsam_moved(groups, second)
+    moved = _fewsam_moved(
+        _replicates(src.records, DEFAULT_PREFIX), _replicates(src.records, SECOND_CPU_PREFIX)
+    )
     if moved is not None:
         lines.append(
             f"The row on another CPU: the same params and replicates (`{SECOND_CPU_PREFIX}-*` in "
@@ -211,25 +218,19 @@ def results_table(src: Sources) -> str:
 
 
 def _fewsam_moved(
-    groups: Mapping[int, Sequence[ExpRecord]], second: Mapping[int, Sequence[ExpRecord]]
+    first: Mapping[int, Mapping[int, ExpRecord]], second: Mapping[int, Mapping[int, ExpRecord]]
 ) -> float | None:
     """Largest change of fewsam's DSC (prompted or prompt-free) between the two CPUs' runs of
     the same exemplar count and replicate; None when no run is on both."""
-    changes = []
-    for n, runs in second.items():
-        first = {_replicate(r): r for r in groups.get(n, [])}
-        for rec in runs:
-            other = first.get(_replicate(rec))
-            for key in ("dsc", "dsc_prompt_free"):
-                if other is not None and None not in (rec.metrics.get(key), other.metrics.get(key)):
-                    changes.append(abs(float(rec.metrics[key]) - float(other.metrics[key])))
+    changes = [
+        abs(float(rec.metrics[key]) - float(other.metrics[key]))
+        for n, runs in second.items()
+        for r, rec in runs.items()
+        if (other := first.get(n, {}).get(r)) is not None
+        for key in ("dsc", "dsc_prompt_free")
+        if rec.metrics.get(key) is not None and other.metrics.get(key) is not None
+    ]
     return max(changes) if changes else None
-
-
-def _replicate(rec: ExpRecord) -> int:
-    m = NAME.match(rec.name)
-    assert m is not None  # records of _groups only
-    return int(m["r"])
 
 
 # Self-training rows: (label, student column, the model it is compared with) of
