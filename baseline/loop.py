@@ -41,10 +41,12 @@ def read_batch(
     f: h5py.File, indices: list[int], info: SyntheticInfo
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """B x C x H x W float32 images in [0, 1] and B x H x W int64 labels of `indices` (in order,
-    repeats allowed: h5py reads increasing unique indices only)."""
-    unique, inverse = np.unique(np.asarray(indices), return_inverse=True)
-    images = f["image"][unique].astype(np.float32)[inverse]
-    labels = f["label"][unique][inverse]
+    repeats allowed)."""
+    # One read per sample: h5py's list selection of the same chunks took ten times as long
+    # (14 ms against 1.5 ms for a batch of 8 of the default set, whose step takes about 170 ms).
+    image_set, label_set = f["image"], f["label"]
+    images = np.stack([image_set[i] for i in indices]).astype(np.float32)
+    labels = np.stack([label_set[i] for i in indices])
     if int(labels.max(initial=0)) > len(info.classes):
         raise InputError(info.path, f"samples {indices} hold label ids above the classes")
     return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from baseline.io import CONFIG_FILE, WEIGHTS_FILE, load_unet, read_config
 from baseline.network import build_unet, predict_unet, unet_logits
 from core.errors import InputError
 from core.params import Params, parse_params
+from core.schema import read_synthetic_info
 from train.resume import LOG_FIELDS
 
 
@@ -167,6 +169,20 @@ def test_baseline_of_other_classes_or_broken_weights_is_refused(
     (out / CONFIG_FILE).write_text(json.dumps({"kind": "something else"}))
     with pytest.raises(InputError, match="not a fewsam baseline config"):
         read_config(out)
+
+
+def test_batches_keep_the_sampler_order_and_repeats(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((5, 1, 16, 16)).astype(np.float16)
+    label = rng.integers(0, 3, (5, 16, 16)).astype(np.uint8)
+    data = write_synthetic(tmp_path / "s.h5", image, label, classes=("liver", "spleen"))
+    info = read_synthetic_info(data)
+    order = [3, 0, 3, 4, 1]  # not increasing, one sample twice
+    with h5py.File(data, "r") as f:
+        images, labels = loop.read_batch(f, order, info)
+    assert images.dtype == torch.float32 and labels.dtype == torch.int64
+    np.testing.assert_array_equal(images.numpy(), image[order].astype(np.float32))
+    np.testing.assert_array_equal(labels.numpy(), label[order])
 
 
 def test_label_ids_above_the_classes_are_refused(tmp_path: Path, params: Params) -> None:
