@@ -6,6 +6,9 @@ mean DSC over replicates, the range (max − min), and the replicates' U-Net −
 difference, which is the comparison the default run exists to show; then the seconds each model
 trained (median over replicates, from the training logs the archive keeps). Prints Markdown.
 
+A group may join several prefixes with `+` (`--groups a+b`): the runs of both, as one group
+(three more replicates of a setting queued under a new name, for instance).
+
     PYTHONPATH=. .venv/bin/python benchmarks/default_spread.py --groups default steps600
 """
 
@@ -36,14 +39,24 @@ def mean_sd(values: list[float]) -> str:
     return f"{recipe_study.mean_sd(list(values))} (range {100 * (max(values) - min(values)):.2f})"
 
 
-def groups_of(records: list[ExpRecord], prefixes: list[str]) -> dict[str, list[ExpRecord]]:
-    found: dict[str, dict[int, ExpRecord]] = {p: {} for p in prefixes}
-    for record in records:
-        for prefix in prefixes:
-            m = re.fullmatch(rf"{re.escape(prefix)}-s(\d+)", record.name)
-            if m:
-                found[prefix][int(m[1])] = record
-    return {p: [runs[r] for r in sorted(runs)] for p, runs in found.items()}
+def groups_of(records: list[ExpRecord], specs: list[str]) -> dict[str, list[ExpRecord]]:
+    """Each spec's runs (`<prefix>-s<r>` for every `+`-joined prefix), by prefix then replicate."""
+    groups: dict[str, list[ExpRecord]] = {}
+    for spec in specs:
+        runs: list[ExpRecord] = []
+        for prefix in spec.split("+"):
+            found: dict[int, ExpRecord] = {}
+            for record in records:
+                m = re.fullmatch(rf"{re.escape(prefix)}-s(\d+)", record.name)
+                if m:
+                    found[int(m[1])] = record
+            runs += [found[r] for r in sorted(found)]
+        groups[spec] = runs
+    return groups
+
+
+def label(spec: str) -> str:
+    return " + ".join(f"`{prefix}-s*`" for prefix in spec.split("+"))
 
 
 def seconds(runs: list[ExpRecord], model: str) -> str:
@@ -60,7 +73,9 @@ def main() -> None:
     parser.add_argument("--groups", nargs="+", default=["default", "steps600"])
     args = parser.parse_args()
     groups = groups_of(exp_archive.load(args.archive), args.groups)
-    print("| method | " + " | ".join(f"`{p}-s*` (n={len(groups[p])})" for p in args.groups) + " |")
+    print(
+        "| method | " + " | ".join(f"{label(p)} (n={len(groups[p])})" for p in args.groups) + " |"
+    )
     print("|---|" + "---:|" * len(args.groups))
     for key, title in METHODS:
         cells = [

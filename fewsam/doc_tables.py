@@ -47,6 +47,9 @@ NAME = re.compile(r"^(?P<prefix>.+)-(?P<n>\d+)-synth-s(?P<r>\d+)$")
 DEFAULT_PREFIX, COUNTS = "lcc", (1, 9, 36)
 # The default run's replicates (`dvc exp run -n default-lcc-s$r -S replicate=$r`).
 DEFAULT_RUNS = re.compile(r"default-lcc-s\d+")
+# The same on the second CPU: replicates 0-2 (`default-lcc-intel-s*`) and 3-5, queued later
+# under their own name (`default-lcc-intel-more-s*`).
+SECOND_CPU_DEFAULT_RUNS = re.compile(r"default-lcc-intel(-more)?-s\d+")
 # The same grid points re-run on a second CPU model (`lcc-*` ran on an AMD EPYC, these on an
 # Intel Xeon): the results table gives the U-Net's row again from them, because the U-Net's
 # replicates move between CPUs by as much as its spread (fewsam's by hundredths).
@@ -102,8 +105,10 @@ def load_sources(root: Path) -> Sources:
 def _pct(s: Summary) -> str:
     if s.mean is None:
         return "–"
-    # A method that draws nothing (zero-shot SAM) scores the same in every replicate.
-    return f"{100 * s.mean:.2f}" + ("" if not s.sd else f" ± {100 * s.sd:.2f}")
+    # A method that draws nothing (zero-shot SAM) scores the same in every replicate; the sd of
+    # equal values can come out as rounding noise (1e-17), which is no spread either.
+    same = not s.sd or round(100 * s.sd, 2) == 0
+    return f"{100 * s.mean:.2f}" + ("" if same else f" ± {100 * s.sd:.2f}")
 
 
 def _replicates(records: Sequence[ExpRecord], prefix: str) -> dict[int, dict[int, ExpRecord]]:
@@ -282,18 +287,29 @@ def selftrain_table(src: Sources) -> str:
 
 
 def default_table(src: Sources) -> str:
-    """The default run (`make repro`, reports/metrics.json) beside its replicates' spread
-    (`default-lcc-s*` in the archive: the same params with `replicate` 0, 1, 2)."""
-    reps = sorted((r for r in src.records if DEFAULT_RUNS.fullmatch(r.name)), key=lambda r: r.name)
+    """The default run (`make repro`, reports/metrics.json) beside its replicates' spread on
+    each CPU (`default-lcc-s*` in the archive: the same params with `replicate` 0, 1, 2; and
+    `SECOND_CPU_DEFAULT_RUNS`)."""
+    groups = [
+        [r for r in src.records if pattern.fullmatch(r.name)]
+        for pattern in (DEFAULT_RUNS, SECOND_CPU_DEFAULT_RUNS)
+    ]
     lines = [
-        "| method | this run (reports/metrics.json) | replicates, mean ± sd (n) |",
-        "|---|---:|---:|",
+        "| method | this run (reports/metrics.json) | replicates, mean ± sd (n), "
+        f"{FIRST_CPU} | the same, {SECOND_CPU} |",
+        "|---|---:|---:|---:|",
     ]
     for label, key in DEFAULT_METHODS:
-        s = summarize([r.metrics.get(key) for r in reps])
-        spread = f"{_pct(s)} ({s.n})" if s.n else "–"
+        spreads = []
+        for reps in groups:
+            s = summarize([r.metrics.get(key) for r in reps])
+            spreads.append(f"{_pct(s)} ({s.n})" if s.n else "–")
         value = src.metrics.get(key)
-        lines.append(f"| {label} | {'–' if value is None else f'{100 * value:.2f}'} | {spread} |")
+        lines.append(
+            f"| {label} | {'–' if value is None else f'{100 * value:.2f}'} | "
+            + " | ".join(spreads)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ import pytest
 from core.errors import InputError
 from fewsam import doc_tables, exp_archive
 from fewsam.exp_records import ExpRecord
+from fewsam.report_stats import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +51,9 @@ def project(tmp_path: Path) -> Path:
         # The same grid point on another CPU: fewsam moved by 0.03 (replicate 1), the U-Net more.
         _record("intel-lcc-9-synth-s0", 0.50, 0.60),
         _record("intel-lcc-9-synth-s1", 0.73, 0.90),
+        # The default run on the other CPU, replicates 0 and (queued under its own name) 3.
+        _record("default-lcc-intel-s0", 0.50, 0.60),
+        _record("default-lcc-intel-more-s3", 0.52, 0.90),
         # Groups of another recipe and the runs before post-processing: not in the tables.
         _record("lr005-9-synth-s0", 0.10, 0.10),
         _record("default-s0", 0.10, 0.10),
@@ -75,8 +79,9 @@ def test_blocks_are_regenerated_and_staleness_is_reported(project: Path) -> None
     # The other CPU's U-Net: 60 and 90, 75 ± 21.21; fewsam's largest change 0.73 - 0.70.
     assert "the same replicates on another CPU (Intel Xeon) | 75.00 ± 21.21 |" in text
     assert "fewsam's DSC moved by at most 3.00 points" in text
-    # The default table: this run's value, then the replicates' spread (60 and 80: 70 ± 14.14).
-    assert "| U-Net, same synthetic data | 60.00 | 70.00 ± 14.14 (2) |" in text
+    # The default table: this run's value, then the replicates' spread on each CPU (60 and 80:
+    # 70 ± 14.14; 60 and 90: 75 ± 21.21).
+    assert "| U-Net, same synthetic data | 60.00 | 70.00 ± 14.14 (2) | 75.00 ± 21.21 (2) |" in text
     assert "old" not in text and "text after" in text
     assert doc_tables.update(project, check=True) == []
 
@@ -142,3 +147,11 @@ def test_the_selftrain_study_gives_its_table_and_result_rows(project: Path) -> N
         in (text)
     )
     assert f"`{doc_tables.SELFTRAIN}`." in text
+
+
+def test_equal_values_show_no_spread() -> None:
+    # Six equal values: their sd comes out as rounding noise (about 6e-17), not 0.
+    equal = summarize([0.417778] * 6)
+    assert equal.sd != 0
+    assert doc_tables._pct(equal) == "41.78"
+    assert doc_tables._pct(summarize([0.5, 0.7])) == "60.00 ± 14.14"
