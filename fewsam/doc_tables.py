@@ -52,7 +52,7 @@ DEFAULT_RUNS = re.compile(r"default-lcc-s\d+")
 SECOND_CPU_DEFAULT_RUNS = re.compile(r"default-lcc-intel(-more)?-s\d+")
 # The same grid points re-run on a second CPU model (`lcc-*` ran on an AMD EPYC, these on an
 # Intel Xeon): the results table gives the U-Net's row again from them, because the U-Net's
-# replicates move between CPUs by as much as its spread (fewsam's by hundredths).
+# replicates move between CPUs by as much as its spread (fewsam's by at most 0.4 points).
 SECOND_CPU_PREFIX, SECOND_CPU, FIRST_CPU = "intel-lcc", "Intel Xeon", "AMD EPYC"
 PAPER_PREFIX = "synapse"
 # Methods of reports/metrics.json: (label, DSC key).
