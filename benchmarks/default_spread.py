@@ -15,12 +15,11 @@ A group may join several prefixes with `+` (`--groups a+b`): the runs of both, a
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 from pathlib import Path
 
 from benchmarks import recipe_study
-from fewsam import exp_archive
+from fewsam import doc_tables, exp_archive
 from fewsam.exp_records import ExpRecord
 
 METHODS = (
@@ -37,22 +36,6 @@ def mean_sd(values: list[float]) -> str:
     if not values:
         return "–"
     return f"{recipe_study.mean_sd(list(values))} (range {100 * (max(values) - min(values)):.2f})"
-
-
-def groups_of(records: list[ExpRecord], specs: list[str]) -> dict[str, list[ExpRecord]]:
-    """Each spec's runs (`<prefix>-s<r>` for every `+`-joined prefix), by prefix then replicate."""
-    groups: dict[str, list[ExpRecord]] = {}
-    for spec in specs:
-        runs: list[ExpRecord] = []
-        for prefix in spec.split("+"):
-            found: dict[int, ExpRecord] = {}
-            for record in records:
-                m = re.fullmatch(rf"{re.escape(prefix)}-s(\d+)", record.name)
-                if m:
-                    found[int(m[1])] = record
-            runs += [found[r] for r in sorted(found)]
-        groups[spec] = runs
-    return groups
 
 
 def label(spec: str) -> str:
@@ -72,7 +55,8 @@ def main() -> None:
     parser.add_argument("--archive", type=Path, default=Path("docs/grid_cpu_records.json"))
     parser.add_argument("--groups", nargs="+", default=["default", "steps600"])
     args = parser.parse_args()
-    groups = groups_of(exp_archive.load(args.archive), args.groups)
+    records = exp_archive.load(args.archive)
+    groups = {spec: doc_tables.replicate_groups(records, spec) for spec in args.groups}
     print(
         "| method | " + " | ".join(f"{label(p)} (n={len(groups[p])})" for p in args.groups) + " |"
     )

@@ -45,11 +45,10 @@ BLOCK = re.compile(
 NAME = re.compile(r"^(?P<prefix>.+)-(?P<n>\d+)-synth-s(?P<r>\d+)$")
 # The default recipe's archived grid points, and the exemplar counts of the results table.
 DEFAULT_PREFIX, COUNTS = "lcc", (1, 9, 36)
-# The default run's replicates (`dvc exp run -n default-lcc-s$r -S replicate=$r`).
-DEFAULT_RUNS = re.compile(r"default-lcc-s\d+")
-# The same on the second CPU: replicates 0-2 (`default-lcc-intel-s*`) and 3-5, queued later
-# under their own name (`default-lcc-intel-more-s*`).
-SECOND_CPU_DEFAULT_RUNS = re.compile(r"default-lcc-intel(-more)?-s\d+")
+# The default run's replicates (`dvc exp run -n default-lcc-s$r -S replicate=$r`), and the same
+# on the second CPU: replicates 0-2 (`default-lcc-intel-s*`) and 3-5, queued later under their
+# own name (`default-lcc-intel-more-s*`). Groups as `replicate_groups` reads them.
+DEFAULT_RUNS, SECOND_CPU_DEFAULT_RUNS = "default-lcc", "default-lcc-intel+default-lcc-intel-more"
 # The same grid points re-run on a second CPU model (`lcc-*` ran on an AMD EPYC, these on an
 # Intel Xeon): the results table gives the U-Net's row again from them, because the U-Net's
 # replicates move between CPUs by as much as its spread (fewsam's by at most 0.4 points).
@@ -105,10 +104,21 @@ def load_sources(root: Path) -> Sources:
 def _pct(s: Summary) -> str:
     if s.mean is None:
         return "–"
-    # A method that draws nothing (zero-shot SAM) scores the same in every replicate; the sd of
-    # equal values can come out as rounding noise (1e-17), which is no spread either.
-    same = not s.sd or round(100 * s.sd, 2) == 0
-    return f"{100 * s.mean:.2f}" + ("" if same else f" ± {100 * s.sd:.2f}")
+    # A method that draws nothing (zero-shot SAM) scores the same in every replicate.
+    return f"{100 * s.mean:.2f}" + ("" if not s.sd else f" ± {100 * s.sd:.2f}")
+
+
+def replicate_groups(records: Sequence[ExpRecord], spec: str) -> list[ExpRecord]:
+    """The runs `<prefix>-s<r>` of every `+`-joined prefix of `spec`, by prefix then replicate."""
+    runs: list[ExpRecord] = []
+    for prefix in spec.split("+"):
+        found: dict[int, ExpRecord] = {}
+        for record in records:
+            m = re.fullmatch(rf"{re.escape(prefix)}-s(\d+)", record.name)
+            if m:
+                found[int(m[1])] = record
+        runs += [found[r] for r in sorted(found)]
+    return runs
 
 
 def _replicates(records: Sequence[ExpRecord], prefix: str) -> dict[int, dict[int, ExpRecord]]:
@@ -288,11 +298,9 @@ def selftrain_table(src: Sources) -> str:
 
 def default_table(src: Sources) -> str:
     """The default run (`make repro`, reports/metrics.json) beside its replicates' spread on
-    each CPU (`default-lcc-s*` in the archive: the same params with `replicate` 0, 1, 2; and
-    `SECOND_CPU_DEFAULT_RUNS`)."""
+    each CPU (`DEFAULT_RUNS`, `SECOND_CPU_DEFAULT_RUNS`: the same params, other replicates)."""
     groups = [
-        [r for r in src.records if pattern.fullmatch(r.name)]
-        for pattern in (DEFAULT_RUNS, SECOND_CPU_DEFAULT_RUNS)
+        replicate_groups(src.records, spec) for spec in (DEFAULT_RUNS, SECOND_CPU_DEFAULT_RUNS)
     ]
     lines = [
         "| method | this run (reports/metrics.json) | replicates, mean ± sd (n), "

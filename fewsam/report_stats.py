@@ -40,6 +40,8 @@ def summarize(values: Sequence[float | None]) -> Summary:
     if not xs:
         return Summary(None, None, 0)
     sd = float(np.std(xs, ddof=1)) if len(xs) > 1 else None
+    if sd is not None and min(xs) == max(xs):
+        sd = 0.0  # equal values (zero-shot SAM in every replicate) give rounding noise, ~1e-17
     return Summary(float(np.mean(xs)), sd, len(xs))
 
 

@@ -13,7 +13,6 @@ import pytest
 from core.errors import InputError
 from fewsam import doc_tables, exp_archive
 from fewsam.exp_records import ExpRecord
-from fewsam.report_stats import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,9 +148,10 @@ def test_the_selftrain_study_gives_its_table_and_result_rows(project: Path) -> N
     assert f"`{doc_tables.SELFTRAIN}`." in text
 
 
-def test_equal_values_show_no_spread() -> None:
-    # Six equal values: their sd comes out as rounding noise (about 6e-17), not 0.
-    equal = summarize([0.417778] * 6)
-    assert equal.sd != 0
-    assert doc_tables._pct(equal) == "41.78"
-    assert doc_tables._pct(summarize([0.5, 0.7])) == "60.00 ± 14.14"
+def test_a_replicate_group_joins_the_prefixes_it_names_and_nothing_else() -> None:
+    names = ["a-s1", "a-s0", "a-more-s3", "a-more-s4", "ab-s2", "a-s0x", "b-s0"]
+    records = [_record(n, 0.5, 0.5) for n in names]
+    assert [r.name for r in doc_tables.replicate_groups(records, "a")] == ["a-s0", "a-s1"]
+    joined = doc_tables.replicate_groups(records, "a+a-more")
+    assert [r.name for r in joined] == ["a-s0", "a-s1", "a-more-s3", "a-more-s4"]
+    assert [r.name for r in doc_tables.replicate_groups(records, "b")] == ["b-s0"]

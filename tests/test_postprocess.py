@@ -6,6 +6,7 @@ from collections import deque
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from evaluate.postprocess import largest_components, postprocess
 
@@ -66,9 +67,12 @@ def test_a_tie_keeps_the_first_component_and_other_ids_are_untouched() -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_matches_a_flood_fill_on_random_maps(seed: int) -> None:
+@pytest.mark.parametrize("shape", [(5, 9, 8), (40, 2, 3)])
+def test_matches_a_flood_fill_on_random_maps(seed: int, shape: tuple[int, int, int]) -> None:
     rng = np.random.default_rng(seed)
-    label = rng.choice(4, size=(5, 9, 8), p=[0.4, 0.2, 0.2, 0.2]).astype(np.uint8)
+    label = rng.choice(4, size=shape, p=[0.4, 0.2, 0.2, 0.2]).astype(np.uint8)
+    if shape[0] == 40:  # thin slices: more components than voxels per slice, larger chunks
+        assert ndimage.label(label == 1)[1] + 1 > shape[1] * shape[2]
     want = flood_fill_reference(label, 3)
     assert (want != label).any()  # the maps have specks to remove
     assert np.array_equal(largest_components(label, 3), want)

@@ -111,7 +111,7 @@ def test_predict_memory_grows_with_the_volume_only(
     inference adds the uint8 label map and its file-order copy (1/4 volume each). The
     post-processing (`evaluate.postprocess: largest_component`) labels one class's components at a
     time inside its bounding box (int32: 1 volume on the random weights' speckled maps, whose
-    boxes span the volume) and counts them in chunks of a slice; measured 3.72 in all (4.76 when the
+    boxes span the volume) and counts them in chunks of at least a slice; measured 3.72 in all (4.76 when the
     count copied the whole map to int64). Holding another float32 copy would add 1 volume.
     """
     data = cpu_params(params_dict, tmp_path)

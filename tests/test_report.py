@@ -273,6 +273,9 @@ def test_summarize_mean_sample_sd_and_count_skipping_none() -> None:
     assert s.mean == pytest.approx(statistics.fmean(xs))
     assert s.sd == pytest.approx(statistics.stdev(xs))  # the sample sd (ddof 1)
     assert summarize([0.3]) == Stats(0.3, None, 1)  # one value: no sd
+    # Six equal values: numpy's sd of them is rounding noise (6e-17), reported as 0.
+    assert float(np.std([0.417778] * 6, ddof=1)) != 0
+    assert summarize([0.417778] * 6).sd == 0.0
     assert summarize([]) == Stats(None, None, 0)
     assert summarize([None, None]) == Stats(None, None, 0)
 
